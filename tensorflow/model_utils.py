@@ -1,0 +1,204 @@
+"""Name-based checkpoints in the original format.
+
+The released Funnel-Transformer checkpoints are TF1 name-based checkpoints: `tf.train.list_variables` shows
+`model/encoder/layer_0/rel_attn/q/kernel`, `global_step`, `.../adam_m`. A TF2 object checkpoint would show
+object paths instead, so we write with the `SaveV2` op directly, under exactly those names, and read with
+`tf.train.load_checkpoint`. A checkpoint becomes visible (in the `checkpoint` state file) only after all its
+files are written.
+"""
+
+import dataclasses
+import os
+import re
+
+import tensorflow as tf
+from absl import logging
+
+_CKPT_STEP_RE = re.compile(r"-(\d+)$")
+# Optimizer state and the step counter: skipped quietly when a warm start does not use them.
+_QUIET_UNUSED_RE = re.compile(r"(/adam_m$|/adam_v$|^global_step$)")
+
+
+def _variable_name(var):
+    return var.name.split(":")[0]
+
+
+def collect_variables(objects):
+    """Maps checkpoint names to variables.
+
+    Args:
+      objects: a module with `named_variables()`, a `tf.Variable`, or a list of them.
+    Returns:
+      dict name -> tf.Variable. Two different variables under one name raise ValueError.
+    """
+    if not isinstance(objects, (list, tuple)):
+        objects = [objects]
+    named = {}
+    for obj in objects:
+        items = (
+            {_variable_name(obj): obj}.items()
+            if isinstance(obj, tf.Variable)
+            else obj.named_variables().items()
+        )
+        for name, var in items:
+            if name in named and named[name] is not var:
+                raise ValueError(f"two different variables are named {name}")
+            named[name] = var
+    return named
+
+
+def checkpoint_step(path):
+    """The global step encoded in a checkpoint prefix like `model.ckpt-1000`, or None."""
+    match = _CKPT_STEP_RE.search(str(path))
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(model_dir):
+    """Checkpoint prefixes recorded in `model_dir/checkpoint`, oldest first (empty when none)."""
+    state = tf.train.get_checkpoint_state(model_dir)
+    if state is None:
+        return []
+    paths = [
+        p if os.path.isabs(p) or "://" in p else os.path.join(model_dir, p)
+        for p in state.all_model_checkpoint_paths
+    ]
+    return [p for p in paths if tf.io.gfile.exists(p + ".index")]
+
+
+def latest_checkpoint(model_dir):
+    """The newest complete checkpoint in `model_dir`, or None."""
+    checkpoints = list_checkpoints(model_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def resolve_checkpoint(path):
+    """Accepts a checkpoint prefix, a directory, or `<dir>/latest` (the original's convention)."""
+    if path.endswith("latest"):
+        path = os.path.dirname(path)
+    if tf.io.gfile.isdir(path):
+        found = latest_checkpoint(path) or tf.train.latest_checkpoint(path)
+        if found is None:
+            raise ValueError(f"no checkpoint found in directory {path}")
+        return found
+    if not tf.io.gfile.exists(path + ".index"):
+        raise ValueError(f"checkpoint {path} does not exist (no {path}.index)")
+    return path
+
+
+def save_checkpoint(objects, path, max_to_keep=0):
+    """Writes every variable of `objects` under its original name and records it in the state file.
+
+    Args:
+      objects: see `collect_variables`; include the `global_step` variable to make a resumable checkpoint.
+      path: checkpoint prefix, e.g. `model_dir/model.ckpt-1000`.
+      max_to_keep: keep at most this many checkpoints listed in the state file (0 = keep all); older ones
+        are deleted.
+    Returns:
+      `path`.
+    """
+    named = collect_variables(objects)
+    names = sorted(named)
+    model_dir = os.path.dirname(path) or "."
+    tf.io.gfile.makedirs(model_dir)
+    tf.raw_ops.SaveV2(
+        prefix=path,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[named[n].read_value() for n in names],
+    )
+    previous = [p for p in list_checkpoints(model_dir) if p != path]
+    kept = previous + [path]
+    if max_to_keep and len(kept) > max_to_keep:
+        for old in kept[:-max_to_keep]:
+            for filename in tf.io.gfile.glob(old + ".*"):
+                tf.io.gfile.remove(filename)
+        kept = kept[-max_to_keep:]
+    tf.compat.v1.train.update_checkpoint_state(
+        model_dir,
+        os.path.basename(path),
+        all_model_checkpoint_paths=[os.path.basename(p) for p in kept],
+    )
+    return path
+
+
+@dataclasses.dataclass
+class InitReport:
+    """What `init_from_checkpoint` did: checkpoint names loaded, model names missing, checkpoint names unused."""
+
+    loaded: list
+    missing: list
+    unused: list
+
+
+def init_from_checkpoint(objects, init_checkpoint, trainable_only=False):
+    """Loads a name-based checkpoint into `objects` by variable name (the original warm start).
+
+    Model variables absent from the checkpoint keep their initial values; checkpoint variables absent from the
+    model are skipped (logged, except optimizer slots and global_step).
+
+    Args:
+      objects: see `collect_variables`.
+      init_checkpoint: checkpoint prefix, directory, or `<dir>/latest`.
+      trainable_only: restore only trainable variables (the finetuning default, --init_global_vars=False).
+    Returns:
+      InitReport.
+    Raises:
+      ValueError: a variable's shape differs from the checkpoint's (naming both shapes).
+    """
+    path = resolve_checkpoint(init_checkpoint)
+    reader = tf.train.load_checkpoint(path)
+    ckpt_shapes = reader.get_variable_to_shape_map()
+    named = collect_variables(objects)
+    if trainable_only:
+        named = {n: v for n, v in named.items() if v.trainable}
+    loaded, missing = [], []
+    for name, var in sorted(named.items()):
+        if name not in ckpt_shapes:
+            missing.append(name)
+            continue
+        if list(ckpt_shapes[name]) != var.shape.as_list():
+            raise ValueError(
+                f"checkpoint {path}: variable {name} has shape {ckpt_shapes[name]} in the checkpoint "
+                f"but {var.shape.as_list()} in the model (does the model config match the checkpoint?)"
+            )
+        var.assign(tf.cast(reader.get_tensor(name), var.dtype))
+        loaded.append(name)
+    unused = sorted(set(ckpt_shapes) - set(named))
+    logging.info("Loaded %d variables from %s", len(loaded), path)
+    for name in missing:
+        logging.info("Not in checkpoint, kept initial value: %s", name)
+    for name in unused:
+        if not _QUIET_UNUSED_RE.search(name):
+            logging.info("In checkpoint, not used by the model: %s", name)
+    return InitReport(loaded, missing, unused)
+
+
+def export_core_checkpoint(src_checkpoint, dst_path):
+    """Writes a "core-only" copy of a checkpoint: no optimizer slots, no generator, no global_step.
+
+    This is the role of the original `modify_ckpt.py --finetune_only`.
+    Returns:
+      The list of names written.
+    """
+    path = resolve_checkpoint(src_checkpoint)
+    reader = tf.train.load_checkpoint(path)
+    names = sorted(
+        name
+        for name in reader.get_variable_to_shape_map()
+        if not (
+            name.startswith("global_step") or "adam" in name.lower() or "generator" in name.lower()
+        )
+    )
+    if not names:
+        raise ValueError(f"checkpoint {path} holds no core model variables")
+    tf.io.gfile.makedirs(os.path.dirname(dst_path) or ".")
+    tf.raw_ops.SaveV2(
+        prefix=dst_path,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(reader.get_tensor(n)) for n in names],
+    )
+    tf.compat.v1.train.update_checkpoint_state(
+        os.path.dirname(dst_path) or ".", os.path.basename(dst_path)
+    )
+    return names

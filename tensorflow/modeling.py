@@ -1,0 +1,914 @@
+"""The Funnel-Transformer model: config, encoder with pooling, decoder, and the task heads.
+
+Variables are plain `tf.Variable`s named exactly as in the original checkpoints
+(`model/encoder/layer_0/rel_attn/q/kernel`, ...), created the first time a computation needs them. They are
+stored in float32 and cast to the compute dtype on use; layer norm, softmax and every logit are float32.
+
+Nothing here reads absl FLAGS: configuration comes from `ModelConfig` and explicit arguments.
+"""
+
+import json
+import re
+
+import tensorflow as tf
+
+import ops
+from data_utils import SEG_ID_CLS
+
+_DEPTH_RE = re.compile(r"^(\d+)(?:x(\d+))?$")
+
+
+def parse_depth_string(depth_str, what="block_size"):
+    """Parses "6_3x2_3x2" into [(param_layers, repeats), ...]: "PxR" is P layers each applied R times."""
+    blocks = []
+    for entry in str(depth_str).split("_"):
+        match = _DEPTH_RE.match(entry.strip())
+        if not match:
+            raise ValueError(
+                f"{what}={depth_str!r}: each '_'-separated entry must be P or PxR (e.g. '6_3x2_3x2')"
+            )
+        blocks.append((int(match.group(1)), int(match.group(2) or 1)))
+    return blocks
+
+
+class ModelConfig:
+    """The 20 hyper-parameters saved as `net_config.json` next to every checkpoint.
+
+    Fields:
+      block_size: per-block depth, '_'-separated "P" or "PxR" entries, e.g. "6_6_6" or "6_3x2_3x2".
+      vocab_size: vocabulary size; must equal the tokenizer's.
+      d_embed: embedding size (projected to d_model by the encoder when different).
+      d_model: hidden size.
+      n_head: attention heads.
+      d_head: size of each head.
+      d_inner: feed-forward inner size.
+      ff_activation: "relu", "gelu" (tanh approximation) or "tanh".
+      dropout: hidden dropout (also on positional encodings and in the heads).
+      dropatt: dropout on attention probabilities.
+      dropact: dropout after the feed-forward activation.
+      init: "normal", "uniform" or "truncated_normal".
+      init_std: std of normal / truncated_normal initialisation.
+      init_range: range of uniform initialisation.
+      rel_attn_type: "factorized", "rel_shift" (both compute the same function) or "null" (absolute position
+        and segment embeddings, no relative terms).
+      separate_cls: keep `<cls>` out of pooling.
+      pooling_type: "mean" or "max".
+      pooling_size: pooling kernel and stride; only 2 is supported, as in the original.
+      pool_q_only: pool only the query of the first layer of each block.
+      decoder_size: decoder depth, same syntax as block_size; "0" for none.
+    """
+
+    keys = (
+        "block_size",
+        "vocab_size",
+        "d_embed",
+        "d_model",
+        "n_head",
+        "d_head",
+        "d_inner",
+        "ff_activation",
+        "dropout",
+        "dropatt",
+        "dropact",
+        "init",
+        "init_std",
+        "init_range",
+        "rel_attn_type",
+        "separate_cls",
+        "pooling_type",
+        "pooling_size",
+        "pool_q_only",
+        "decoder_size",
+    )
+    _required = keys[:11]
+    _types = {
+        "block_size": str,
+        "vocab_size": int,
+        "d_embed": int,
+        "d_model": int,
+        "n_head": int,
+        "d_head": int,
+        "d_inner": int,
+        "ff_activation": str,
+        "dropout": float,
+        "dropatt": float,
+        "dropact": float,
+        "init": str,
+        "init_std": float,
+        "init_range": float,
+        "rel_attn_type": str,
+        "separate_cls": bool,
+        "pooling_type": str,
+        "pooling_size": int,
+        "pool_q_only": bool,
+        "decoder_size": str,
+    }
+
+    def __init__(
+        self,
+        block_size,
+        vocab_size,
+        d_embed,
+        d_model,
+        n_head,
+        d_head,
+        d_inner,
+        ff_activation,
+        dropout,
+        dropatt,
+        dropact,
+        init="truncated_normal",
+        init_std=0.02,
+        init_range=0.1,
+        rel_attn_type="factorized",
+        separate_cls=True,
+        pooling_type="mean",
+        pooling_size=2,
+        pool_q_only=True,
+        decoder_size="0",
+    ):
+        values = dict(locals())
+        for key in self.keys:
+            setattr(self, key, self._coerce(key, values[key]))
+        self._validate()
+
+    @classmethod
+    def _coerce(cls, key, value):
+        kind = cls._types[key]
+        if kind is bool and isinstance(value, str):
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"config key {key!r} must be a boolean, got {value!r}")
+            return value.lower() == "true"
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"config key {key!r} must be an integer, got {value!r}")
+        try:
+            return kind(value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"config key {key!r} must be {kind.__name__}, got {value!r}") from e
+
+    def _validate(self):
+        choices = {
+            "ff_activation": tuple(ops.ACTIVATIONS),
+            "init": ("normal", "uniform", "truncated_normal"),
+            "rel_attn_type": ("factorized", "rel_shift", "null"),
+            "pooling_type": ("mean", "max"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(
+                    f"config key {key!r} must be one of {allowed}, got {getattr(self, key)!r}"
+                )
+        if self.pooling_size != 2:
+            raise ValueError(
+                f"pooling_size={self.pooling_size}: only 2 is supported (the original hard-codes stride 2 "
+                "in the decoder bridge and the input pipeline)"
+            )
+        for key in ("vocab_size", "d_embed", "d_model", "n_head", "d_head", "d_inner"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"config key {key!r} must be positive, got {getattr(self, key)}")
+        blocks = parse_depth_string(self.block_size, "block_size")
+        self.block_param_size = [p for p, _ in blocks]
+        self.block_repeat_size = [r for _, r in blocks]
+        self.block_depth = [p * r for p, r in blocks]
+        self.n_block = len(blocks)
+        if self.decoder_size in ("", "0"):
+            self.decoder_param_size, self.decoder_repeat_size = 0, 1
+        else:
+            ((self.decoder_param_size, self.decoder_repeat_size),) = parse_depth_string(
+                self.decoder_size, "decoder_size"
+            )
+        self.decoder_depth = self.decoder_param_size * self.decoder_repeat_size
+        if self.n_block == 1 and self.decoder_depth > 0:
+            raise ValueError(
+                f"block_size={self.block_size!r} has one block, so decoder_size must be '0', "
+                f"got {self.decoder_size!r}"
+            )
+
+    def to_dict(self):
+        return {key: getattr(self, key) for key in self.keys}
+
+    @classmethod
+    def from_dict(cls, values, source="config"):
+        unknown = sorted(set(values) - set(cls.keys))
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown config key(s) {unknown}; valid keys: {list(cls.keys)}"
+            )
+        missing = [key for key in cls._required if key not in values]
+        if missing:
+            raise ValueError(f"{source}: missing required config key(s) {missing}")
+        return cls(**values)
+
+    @classmethod
+    def init_from_json(cls, json_path, overrides=None):
+        """Reads `net_config.json`; `overrides` (the scripts' --overwrite_keys) replaces individual keys."""
+        try:
+            with tf.io.gfile.GFile(json_path) as f:
+                values = json.load(f)
+        except tf.errors.NotFoundError as e:
+            raise ValueError(f"model config {json_path} does not exist") from e
+        except json.JSONDecodeError as e:
+            raise ValueError(f"model config {json_path} is not valid JSON: {e}") from e
+        if not isinstance(values, dict):
+            raise ValueError(f"model config {json_path} must hold a JSON object")
+        values.update(overrides or {})
+        return cls.from_dict(values, source=json_path)
+
+    @classmethod
+    def init_from_flags(cls, flag_values):
+        """Builds a config from an object holding the 20 keys as attributes (e.g. absl FLAGS)."""
+        missing = [key for key in cls.keys if not hasattr(flag_values, key)]
+        if missing:
+            raise ValueError(f"flags object lacks config key(s) {missing}")
+        return cls(**{key: getattr(flag_values, key) for key in cls.keys})
+
+    def to_json(self, json_path):
+        """Writes the original format (indent 4, sorted keys), under a temporary name first."""
+        tmp_path = f"{json_path}.tmp"
+        with tf.io.gfile.GFile(tmp_path, "w") as f:
+            json.dump(self.to_dict(), f, indent=4, sort_keys=True)
+        tf.io.gfile.rename(tmp_path, json_path, overwrite=True)
+
+    def __eq__(self, other):
+        return isinstance(other, ModelConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        return f"ModelConfig({self.to_dict()})"
+
+
+def pooled_lengths(net_config, seq_len, truncate_seq=True):
+    """The sequence length seen by each block, e.g. [128, 64, 32] for 3 blocks."""
+    lengths = [seq_len]
+    for _ in range(net_config.n_block - 1):
+        lengths.append(ops.pooled_length(lengths[-1], net_config.separate_cls, truncate_seq))
+    return lengths
+
+
+def check_seq_len(net_config, seq_len, truncate_seq=True, use_decoder=False):
+    """Raises a clear ValueError when pooling cannot handle `seq_len` (instead of a shape error deep inside)."""
+    truncate = truncate_seq and net_config.separate_cls
+    n_pool = net_config.n_block - 1
+    minimum = 2 if net_config.separate_cls else 1
+    lengths = pooled_lengths(net_config, seq_len, truncate_seq)
+    if seq_len < minimum or (n_pool and lengths[-2] <= minimum):
+        raise ValueError(
+            f"seq_len={seq_len} is too short for {net_config.n_block} blocks (block lengths {lengths})"
+        )
+    if truncate and n_pool and seq_len % (2**n_pool):
+        raise ValueError(
+            f"seq_len={seq_len} must be a multiple of {2**n_pool} (2**(n_block-1)) with truncate_seq and "
+            f"separate_cls, so every pooling halves the length exactly (block lengths would be {lengths})"
+        )
+    if use_decoder and not truncate and n_pool:
+        stride = 2**n_pool
+        covered = (
+            1 + (lengths[-1] - 1) * stride if net_config.separate_cls else lengths[-1] * stride
+        )
+        if covered < seq_len:
+            raise ValueError(
+                f"seq_len={seq_len} cannot be upsampled back from {lengths[-1]} positions"
+            )
+
+
+class _AttentionStructure:
+    """What every attention layer of a block needs besides the hidden states.
+
+    Attributes:
+      pos_enc: rel_shift: (encodings float [n_rows, d_model], shift); factorized: (enc_q_1, enc_q_2, enc_k_1,
+        enc_k_2), each float [len, d_model]; None for rel_attn_type "null".
+      seg_mat: bool [batch_size, q_len, k_len], True where the segment term uses "same segment"; or None.
+      func_mask: float [q_len, k_len], 0 where the query or the key is `<cls>` (position 0).
+      q_len, k_len, q_pow, k_pow: lengths and log2 strides of queries and keys (rel_shift bookkeeping).
+    """
+
+    def __init__(self, pos_enc, seg_mat, func_mask, q_len, k_len, q_pow, k_pow):
+        self.pos_enc = pos_enc
+        self.seg_mat = seg_mat
+        self.func_mask = func_mask
+        self.q_len, self.k_len, self.q_pow, self.k_pow = q_len, k_len, q_pow, k_pow
+
+
+class FunnelTFM(tf.Module):
+    """Funnel-Transformer: embedding, pooled encoder blocks, optional upsampling decoder, task heads.
+
+    `scope` is the checkpoint prefix: "model" for the main model (discriminator), "generator" for the ELECTRA
+    generator, which consumes the main model's input embedding.
+    """
+
+    def __init__(self, net_config, scope="model"):
+        super().__init__(name=scope)
+        self.net_config = net_config
+        self.scope = scope
+        self._vars = {}
+
+    # ----------------------------------------------------------------------------------------- variables
+    def named_variables(self):
+        """Every variable created so far, keyed by its checkpoint name."""
+        return dict(self._vars)
+
+    def _initializer(self):
+        cfg = self.net_config
+        if cfg.init == "uniform":
+            return lambda shape: tf.random.uniform(shape, -cfg.init_range, cfg.init_range)
+        if cfg.init == "normal":
+            return lambda shape: tf.random.normal(shape, stddev=cfg.init_std)
+        return lambda shape: tf.random.truncated_normal(shape, stddev=cfg.init_std)
+
+    def _var(self, name, shape, dtype, init="random"):
+        """Returns the variable `{scope}/{name}` cast to `dtype`, creating it on first use."""
+        full_name = f"{self.scope}/{name}"
+        var = self._vars.get(full_name)
+        if var is None:
+            # Lifted out of any tf.function being traced, like TF1 get_variable at graph-build time.
+            with tf.init_scope():
+                initial = {"zeros": tf.zeros, "ones": tf.ones}.get(init) or self._initializer()
+                var = tf.Variable(initial(shape), name=full_name, dtype=tf.float32)
+            self._vars[full_name] = var
+        elif var.shape.as_list() != list(shape):
+            raise ValueError(
+                f"variable {full_name} exists with shape {var.shape}, requested {shape}"
+            )
+        return tf.cast(var, dtype)
+
+    def _dense(self, name, x, out_shape, use_bias=True, activation=None, n_in=1):
+        in_shape = x.shape.as_list()[-n_in:]
+        kernel = self._var(f"{name}/kernel", in_shape + list(out_shape), x.dtype)
+        bias = self._var(f"{name}/bias", list(out_shape), x.dtype, "zeros") if use_bias else None
+        return ops.dense(x, kernel, bias, activation, n_in)
+
+    def _layer_norm(self, name, x):
+        dim = x.shape.as_list()[-1]
+        gamma = self._var(f"{name}/gamma", [dim], tf.float32, "ones")
+        beta = self._var(f"{name}/beta", [dim], tf.float32, "zeros")
+        return ops.layer_norm(x, gamma, beta)
+
+    # --------------------------------------------------------------------------------------- embedding
+    def input_embedding(
+        self, inputs, is_training, seg_id=None, use_tpu=False, use_bfloat16=False, precision=None
+    ):
+        """Word embedding (+ absolute position/segment embeddings for rel_attn_type "null"), layer norm, dropout.
+
+        Args:
+          inputs: int32 [batch_size, seq_len] token ids.
+          seg_id: int32 [batch_size, seq_len] or None; used only by rel_attn_type "null".
+          use_tpu: look up by one-hot matmul (faster on TPU) instead of a gather.
+        Returns:
+          (embedding float [batch_size, seq_len, d_embed] in the compute dtype,
+           lookup table float32 variable [vocab_size, d_embed], shared with the LM heads).
+        """
+        cfg = self.net_config
+        dtype = ops.compute_dtype(use_bfloat16, precision)
+        self._var("input/word_embedding/lookup_table", [cfg.vocab_size, cfg.d_embed], dtype)
+        table = self._vars[f"{self.scope}/input/word_embedding/lookup_table"]
+        if use_tpu:
+            embed = tf.einsum(
+                "blv,ve->ble",
+                tf.one_hot(inputs, cfg.vocab_size, dtype=dtype),
+                tf.cast(table, dtype),
+            )
+        else:
+            embed = tf.cast(tf.gather(table, inputs), dtype)
+        if cfg.rel_attn_type == "null":
+            seq_len = inputs.shape[1]
+            pos_table = self._var(
+                "input/position_embedding/lookup_table", [512, cfg.d_embed], dtype
+            )
+            if seq_len > 512:
+                raise ValueError(f"rel_attn_type 'null' supports seq_len <= 512, got {seq_len}")
+            embed += pos_table[None, :seq_len]
+            if seg_id is not None:
+                seg_table = self._var(
+                    "input/segment_embedding/lookup_table", [2, cfg.d_embed], dtype
+                )
+                embed += tf.gather(seg_table, seg_id % 2)
+        embed = self._layer_norm("input/layer_norm", embed)
+        return ops.dropout(embed, cfg.dropout, is_training), table
+
+    # -------------------------------------------------------------------------- attention structures
+    def _pos_enc_rel_shift(self, q_len, q_pow, k_len, k_pow, is_training, dtype):
+        positions, shift = ops.rel_shift_positions(q_len, q_pow, k_len, k_pow)
+        sin, cos = ops.sinusoid(tf.constant(list(positions), tf.float32), self.net_config.d_model)
+        sin = ops.dropout(sin, self.net_config.dropout, is_training)
+        cos = ops.dropout(cos, self.net_config.dropout, is_training)
+        return tf.cast(tf.concat([sin, cos], axis=-1), dtype), shift
+
+    def _pos_enc_factorized(self, seq_len, is_training, dtype):
+        # Positions centred on 0; only differences matter, so the offset cancels.
+        positions = tf.range(-seq_len // 2, seq_len // 2, dtype=tf.float32)
+        sin, cos = ops.sinusoid(positions, self.net_config.d_model)
+        sin_q = ops.dropout(sin, self.net_config.dropout, is_training)
+        cos_q = ops.dropout(cos, self.net_config.dropout, is_training)
+        encodings = (
+            tf.concat([sin_q, sin_q], axis=-1),
+            tf.concat([cos_q, cos_q], axis=-1),
+            tf.concat([cos, sin], axis=-1),
+            tf.concat([-sin, cos], axis=-1),
+        )
+        return tuple(tf.cast(e, dtype) for e in encodings)
+
+    def _init_attn_structure(self, seq_len, seg_id, is_training, dtype):
+        cfg = self.net_config
+        if cfg.rel_attn_type == "rel_shift":
+            pos_enc = self._pos_enc_rel_shift(seq_len, 0, seq_len, 0, is_training, dtype)
+        elif cfg.rel_attn_type == "factorized":
+            pos_enc = self._pos_enc_factorized(seq_len, is_training, dtype)
+        else:
+            pos_enc = None
+        seg_mat = None
+        if seg_id is not None and cfg.rel_attn_type != "null":
+            same = tf.equal(seg_id[:, :, None], seg_id[:, None, :])
+            is_cls = tf.equal(seg_id, SEG_ID_CLS)
+            seg_mat = same | is_cls[:, :, None] | is_cls[:, None, :]
+        # The original zeroes the position/segment terms of <cls> whether or not separate_cls is set.
+        func_mask = tf.pad(tf.ones([seq_len - 1, seq_len - 1], dtype), [[1, 0], [1, 0]])
+        return _AttentionStructure(pos_enc, seg_mat, func_mask, seq_len, seq_len, 0, 0)
+
+    def _pool_structure(self, struct, block_idx, pool_q, pool_k, is_training, truncate_seq):
+        """Pools the query side and/or the key side of an attention structure for block `block_idx`."""
+        cfg = self.net_config
+
+        def pool(x, axis):
+            return ops.stride_pool(x, axis, cfg.separate_cls, truncate_seq)
+
+        q_len, k_len, q_pow, k_pow = struct.q_len, struct.k_len, struct.q_pow, struct.k_pow
+        seg_mat, func_mask, pos_enc = struct.seg_mat, struct.func_mask, struct.pos_enc
+        if pool_q:
+            q_len, q_pow = ops.pooled_length(q_len, cfg.separate_cls, truncate_seq), block_idx
+            func_mask = pool(func_mask, 0)
+            seg_mat = pool(seg_mat, 1) if seg_mat is not None else None
+        if pool_k:
+            k_len, k_pow = ops.pooled_length(k_len, cfg.separate_cls, truncate_seq), block_idx
+            func_mask = pool(func_mask, 1)
+            seg_mat = pool(seg_mat, 2) if seg_mat is not None else None
+        if cfg.rel_attn_type == "rel_shift":
+            dtype = pos_enc[0].dtype
+            pos_enc = self._pos_enc_rel_shift(q_len, q_pow, k_len, k_pow, is_training, dtype)
+        elif cfg.rel_attn_type == "factorized":
+            enc_q_1, enc_q_2, enc_k_1, enc_k_2 = pos_enc
+            if pool_q:
+                enc_q_1, enc_q_2 = pool(enc_q_1, 0), pool(enc_q_2, 0)
+            if pool_k:
+                enc_k_1, enc_k_2 = pool(enc_k_1, 0), pool(enc_k_2, 0)
+            pos_enc = (enc_q_1, enc_q_2, enc_k_1, enc_k_2)
+        return _AttentionStructure(pos_enc, seg_mat, func_mask, q_len, k_len, q_pow, k_pow)
+
+    # ------------------------------------------------------------------------------------------ layers
+    def _rel_attn(self, prefix, q, kv, struct, attn_mask, is_training):
+        """Relative multi-head attention with post-layer-norm; the residual is the (pooled) query.
+
+        Args:
+          q: float [batch_size, q_len, d_model]; kv: float [batch_size, k_len, d_model].
+          attn_mask: float [batch_size, k_len], 1.0 for padded keys.
+        Returns:
+          float [batch_size, q_len, d_model].
+        """
+        cfg = self.net_config
+        n_head, d_head, d_model, dtype = cfg.n_head, cfg.d_head, cfg.d_model, q.dtype
+        scale = 1.0 / (d_head**0.5)
+        scope = f"{prefix}/rel_attn"
+        q_head = self._dense(f"{scope}/q", q, [n_head, d_head], use_bias=False) * scale
+        k_head = self._dense(f"{scope}/k", kv, [n_head, d_head])
+        v_head = self._dense(f"{scope}/v", kv, [n_head, d_head])
+        r_w_bias = self._var(f"{scope}/r_w_bias", [n_head, d_head], dtype)
+        r_r_bias = self._var(f"{scope}/r_r_bias", [n_head, d_head], dtype)
+        r_kernel = self._var(f"{scope}/r/kernel", [d_model, n_head, d_head], dtype)
+        r_s_bias = self._var(f"{scope}/r_s_bias", [n_head, d_head], dtype)
+        seg_embed = self._var(f"{scope}/seg_embed", [2, n_head, d_head], dtype)
+
+        score = tf.einsum("bind,bjnd->bnij", q_head + r_w_bias * scale, k_head)
+        if cfg.rel_attn_type != "null":
+            q_r = q_head + r_r_bias * scale
+            if cfg.rel_attn_type == "rel_shift":
+                pos_enc, shift = struct.pos_enc
+                r_head = ops.dense(pos_enc, r_kernel)
+                pos_score = tf.einsum("bind,rnd->bnir", q_r, r_head)
+                pos_score = ops.rel_shift(pos_score, struct.k_len, shift)
+            else:
+                enc_q_1, enc_q_2, enc_k_1, enc_k_2 = struct.pos_enc
+                q_r = tf.einsum("binh,dnh->bind", q_r, r_kernel)
+                pos_score = tf.einsum("bind,jd->bnij", q_r * enc_q_1[:, None], enc_k_1) + tf.einsum(
+                    "bind,jd->bnij", q_r * enc_q_2[:, None], enc_k_2
+                )
+            score += pos_score * struct.func_mask
+            if struct.seg_mat is not None:
+                seg_score = tf.einsum("bind,snd->bnis", q_head + r_s_bias * scale, seg_embed)
+                seg_score = tf.where(
+                    struct.seg_mat[:, None], seg_score[..., 1:2], seg_score[..., 0:1]
+                )
+                score += seg_score * struct.func_mask
+        # Masking and softmax in float32: INF would overflow float16.
+        score = tf.cast(score, tf.float32) - ops.INF * tf.cast(
+            attn_mask[:, None, None, :], tf.float32
+        )
+        prob = tf.cast(tf.nn.softmax(score, axis=-1), dtype)
+        prob = ops.dropout(prob, cfg.dropatt, is_training)
+        attn_vec = tf.einsum("bnij,bjnd->bind", prob, v_head)
+        output = self._dense(f"{scope}/o", attn_vec, [d_model], n_in=2)
+        output = ops.dropout(output, cfg.dropout, is_training)
+        return self._layer_norm(f"{scope}/layer_norm", q + output)
+
+    def _ffn(self, prefix, x, is_training):
+        cfg = self.net_config
+        scope = f"{prefix}/ff"
+        h = self._dense(
+            f"{scope}/layer_1", x, [cfg.d_inner], activation=ops.ACTIVATIONS[cfg.ff_activation]
+        )
+        h = ops.dropout(h, cfg.dropact, is_training)
+        h = self._dense(f"{scope}/layer_2", h, [cfg.d_model])
+        h = ops.dropout(h, cfg.dropout, is_training)
+        return self._layer_norm(f"{scope}/layer_norm", x + h)
+
+    def _layer(self, prefix, q, kv, struct, attn_mask, is_training):
+        return self._ffn(
+            prefix, self._rel_attn(prefix, q, kv, struct, attn_mask, is_training), is_training
+        )
+
+    # ---------------------------------------------------------------------------------- encoder/decoder
+    def encode(
+        self,
+        word_embed,
+        is_training,
+        seg_id=None,
+        input_mask=None,
+        use_decoder=False,
+        truncate_seq=True,
+    ):
+        """Runs the encoder (and the decoder when asked) on an input embedding.
+
+        The compute dtype is the dtype of `word_embed`. The ELECTRA generator calls this on the main model's
+        embedding.
+
+        Args:
+          word_embed: float [batch_size, seq_len, d_embed].
+          seg_id: int32 [batch_size, seq_len] or None.
+          input_mask: float [batch_size, seq_len], 1.0 = padding; None = no padding.
+          use_decoder: upsample and run the decoder to get full-length outputs.
+          truncate_seq: with separate_cls, drop the last token before each pooling (original default).
+        Returns:
+          (output: decoder output [batch_size, seq_len, d_model] if use_decoder, else the last encoder hidden
+             state [batch_size, pooled_len, d_model];
+           encoder_hiddens: list with the output of every encoder layer application;
+           ret_dict: {"embedding_output", "encoder_output", "block_outputs"} and, with the decoder,
+             "bridge_output" and "decoder_hiddens").
+        """
+        cfg = self.net_config
+        dtype = word_embed.dtype
+        seq_len = word_embed.shape[1]
+        if seq_len is None:
+            raise ValueError("seq_len must be static (known when the computation is traced)")
+        check_seq_len(cfg, seq_len, truncate_seq, use_decoder)
+        if input_mask is None:
+            input_mask = tf.zeros(tf.shape(word_embed)[:2], dtype)
+        input_mask = tf.cast(input_mask, dtype)
+        truncate = truncate_seq and cfg.separate_cls
+
+        output = word_embed
+        if cfg.d_embed != cfg.d_model:
+            output = self._dense("encoder/input_projection", output, [cfg.d_model])
+
+        hiddens, block_outputs = [], []
+        attn_mask = input_mask
+        block0_struct = self._init_attn_structure(seq_len, seg_id, is_training, dtype)
+        struct = block0_struct
+        layer_idx = 0
+        for block_idx in range(cfg.n_block):
+            pooled = None
+            if block_idx > 0:
+                pooled = ops.pool_tensor(output, cfg.pooling_type, cfg.separate_cls, truncate)
+                struct = self._pool_structure(
+                    struct, block_idx, True, not cfg.pool_q_only, is_training, truncate
+                )
+                if not cfg.pool_q_only:
+                    attn_mask = ops.pool_tensor(attn_mask, "min", cfg.separate_cls, truncate)
+            for _ in range(cfg.block_param_size[block_idx]):
+                prefix = f"encoder/layer_{layer_idx}"
+                for _ in range(cfg.block_repeat_size[block_idx]):
+                    if pooled is not None:
+                        kv = output if cfg.pool_q_only else pooled
+                        output = self._layer(prefix, pooled, kv, struct, attn_mask, is_training)
+                        pooled = None
+                        if cfg.pool_q_only:
+                            struct = self._pool_structure(
+                                struct, block_idx, False, True, is_training, truncate
+                            )
+                            attn_mask = ops.pool_tensor(
+                                attn_mask, "min", cfg.separate_cls, truncate
+                            )
+                    else:
+                        output = self._layer(prefix, output, output, struct, attn_mask, is_training)
+                    hiddens.append(output)
+                layer_idx += 1
+            block_outputs.append(output)
+
+        ret_dict = {
+            "embedding_output": word_embed,
+            "encoder_output": output,
+            "block_outputs": block_outputs,
+        }
+        if not use_decoder:
+            return output, hiddens, ret_dict
+
+        stride = 2 ** (cfg.n_block - 1)
+        bridge = (
+            ops.upsample(output, stride, seq_len, cfg.separate_cls, truncate) + block_outputs[0]
+        )
+        ret_dict["bridge_output"] = bridge
+        output, decoder_hiddens = bridge, []
+        for param_idx in range(cfg.decoder_param_size):
+            prefix = f"decoder/layer_{sum(cfg.block_param_size) + param_idx}"
+            for _ in range(cfg.decoder_repeat_size):
+                output = self._layer(prefix, output, output, block0_struct, input_mask, is_training)
+                decoder_hiddens.append(output)
+        ret_dict["decoder_hiddens"] = decoder_hiddens
+        return output, hiddens, ret_dict
+
+    def extract_hiddens(
+        self,
+        inputs,
+        is_training,
+        seg_id=None,
+        input_mask=None,
+        use_decoder=False,
+        use_tpu=False,
+        use_bfloat16=False,
+        precision=None,
+        truncate_seq=True,
+    ):
+        """Hidden states of a batch (the seed's "Custom Usage" API).
+
+        Args:
+          inputs: int32 [batch_size, seq_len].
+          is_training: enables dropout.
+          seg_id: int32 [batch_size, seq_len]; <cls> = 2, segment A = 0, segment B = 1.
+          input_mask: float [batch_size, seq_len], 1.0 = padding, 0.0 = real token.
+          use_decoder: return the full-length decoder output instead of the pooled encoder output.
+          use_tpu: one-hot embedding lookup.
+          use_bfloat16 / precision: compute dtype ("float32", "bfloat16", "float16").
+          truncate_seq: see `encode`.
+        Returns:
+          (last_hidden, encoder_hiddens, ret_dict) as in `encode`, in the compute dtype.
+        """
+        self._check_inputs(inputs, seg_id, input_mask)
+        word_embed, _ = self.input_embedding(
+            inputs, is_training, seg_id, use_tpu, use_bfloat16, precision
+        )
+        return self.encode(word_embed, is_training, seg_id, input_mask, use_decoder, truncate_seq)
+
+    @staticmethod
+    def _check_inputs(inputs, seg_id, input_mask):
+        ops.static_shape(inputs, 2, "inputs")
+        if not inputs.dtype.is_integer:
+            raise ValueError(f"inputs must be integer token ids, got {inputs.dtype}")
+        for name, tensor in (("seg_id", seg_id), ("input_mask", input_mask)):
+            if tensor is not None and tensor.shape.as_list() != inputs.shape.as_list():
+                raise ValueError(f"{name} has shape {tensor.shape}, inputs has {inputs.shape}")
+
+    # ---------------------------------------------------------------------------------------- heads
+    def summarize_sequence(self, hidden):
+        """tanh(W h_cls + b) under `sequnece_summary/summary` (sic: the original's spelling).
+
+        Args:
+          hidden: float [batch_size, seq_len, d_model].
+        Returns:
+          float [batch_size, d_model], compute dtype.
+        """
+        return self._dense(
+            "sequnece_summary/summary", hidden[:, 0], [self.net_config.d_model], activation=tf.tanh
+        )
+
+    def get_pooled_output(
+        self,
+        inputs,
+        is_training,
+        seg_id=None,
+        input_mask=None,
+        use_tpu=False,
+        use_bfloat16=False,
+        precision=None,
+        truncate_seq=True,
+    ):
+        """A single vector per sequence from the encoder.
+
+        Returns:
+          (summary float [batch_size, d_model], output float [batch_size, pooled_len, d_model]).
+        """
+        output, _, _ = self.extract_hiddens(
+            inputs,
+            is_training,
+            seg_id,
+            input_mask,
+            False,
+            use_tpu,
+            use_bfloat16,
+            precision,
+            truncate_seq,
+        )
+        return self.summarize_sequence(output), output
+
+    def _logits(self, name, hidden, n_out, is_training):
+        hidden = ops.dropout(hidden, self.net_config.dropout, is_training)
+        return tf.cast(self._dense(name, hidden, [n_out]), tf.float32)
+
+    def classification_loss(self, hidden, labels, n_class, is_training, scope):
+        """Dropout, dense `{scope}/logit`, softmax cross-entropy.
+
+        Args:
+          hidden: float [batch_size, d_model]; labels: int32 [batch_size].
+        Returns:
+          (per_example_loss float32 [batch_size], logits float32 [batch_size, n_class]).
+        """
+        logits = self._logits(f"{scope}/logit", hidden, n_class, is_training)
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        per_example_loss = -tf.reduce_sum(tf.one_hot(labels, n_class) * log_probs, axis=-1)
+        return per_example_loss, logits
+
+    def regression_loss(self, hidden, labels, is_training, scope):
+        """Dropout, dense `{scope}/logit` to one value, squared error (no 1/2, as the original).
+
+        Returns:
+          (per_example_loss float32 [batch_size], predictions float32 [batch_size]).
+        """
+        predictions = self._logits(f"{scope}/logit", hidden, 1, is_training)[:, 0]
+        return tf.square(predictions - tf.cast(labels, tf.float32)), predictions
+
+    def get_classification_loss(
+        self,
+        labels,
+        inputs,
+        n_class,
+        is_training,
+        scope,
+        seg_id=None,
+        input_mask=None,
+        use_tpu=False,
+        use_bfloat16=False,
+        precision=None,
+    ):
+        """Sequence classification from the pooled summary; see `classification_loss`."""
+        summary, _ = self.get_pooled_output(
+            inputs, is_training, seg_id, input_mask, use_tpu, use_bfloat16, precision
+        )
+        return self.classification_loss(summary, labels, n_class, is_training, scope)
+
+    def get_regression_loss(
+        self,
+        labels,
+        inputs,
+        is_training,
+        scope,
+        seg_id=None,
+        input_mask=None,
+        use_tpu=False,
+        use_bfloat16=False,
+        precision=None,
+    ):
+        """Sequence regression (STS-B) from the pooled summary; see `regression_loss`."""
+        summary, _ = self.get_pooled_output(
+            inputs, is_training, seg_id, input_mask, use_tpu, use_bfloat16, precision
+        )
+        return self.regression_loss(summary, labels, is_training, scope)
+
+    def get_race_loss(
+        self,
+        labels,
+        inputs,
+        is_training,
+        seg_id=None,
+        input_mask=None,
+        use_tpu=False,
+        use_bfloat16=False,
+        precision=None,
+        n_choice=4,
+    ):
+        """Multiple choice: the choices are concatenated along time; one score each under `race/logits`.
+
+        Args:
+          labels: int32 [batch_size]; inputs/seg_id/input_mask: [batch_size, n_choice * seq_len].
+        Returns:
+          (per_example_loss float32 [batch_size], logits float32 [batch_size, n_choice]).
+        """
+        batch_size = tf.shape(inputs)[0]
+        seq_len = inputs.shape[1] // n_choice
+
+        def flatten(x):
+            return None if x is None else tf.reshape(x, [-1, seq_len])
+
+        summary, _ = self.get_pooled_output(
+            flatten(inputs),
+            is_training,
+            flatten(seg_id),
+            flatten(input_mask),
+            use_tpu,
+            use_bfloat16,
+            precision,
+        )
+        logits = tf.reshape(
+            self._logits("race/logits", summary, 1, is_training), [batch_size, n_choice]
+        )
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        return -tf.reduce_sum(tf.one_hot(labels, n_choice) * log_probs, axis=-1), logits
+
+    def lm_logits(self, hidden, lookup_table):
+        """`lm_proj` (dense d_model -> d_embed with ff_activation, layer norm) then the tied softmax.
+
+        Args:
+          hidden: float [..., d_model]; lookup_table: float32 [vocab_size, d_embed] (the input embedding).
+        Returns:
+          float32 [..., vocab_size].
+        """
+        cfg = self.net_config
+        h = self._dense(
+            "lm_proj/dense", hidden, [cfg.d_embed], activation=ops.ACTIVATIONS[cfg.ff_activation]
+        )
+        h = self._layer_norm("lm_proj/layer_norm", h)
+        bias = self._var("lm_loss/bias", [cfg.vocab_size], tf.float32, "zeros")
+        logits = tf.einsum("...e,ve->...v", h, tf.cast(lookup_table, h.dtype))
+        return tf.cast(logits, tf.float32) + bias
+
+    def lm_loss(self, hidden, target, lookup_table, target_mapping=None):
+        """Masked-LM cross-entropy at the target positions.
+
+        Args:
+          hidden: float [batch_size, seq_len, d_model].
+          target: int32 [batch_size, num_predict] (or [batch_size, seq_len] without target_mapping).
+          target_mapping: float [batch_size, num_predict, seq_len] one-hot rows, or None.
+        Returns:
+          (per-target loss float32 [batch_size, num_predict], logits float32 [..., vocab_size]).
+        """
+        if target_mapping is not None:
+            hidden = tf.einsum("bpl,bld->bpd", tf.cast(target_mapping, hidden.dtype), hidden)
+        logits = self.lm_logits(hidden, lookup_table)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
+        return loss, logits
+
+    def get_mlm_loss(
+        self,
+        target,
+        inputs,
+        is_training,
+        seg_id=None,
+        input_mask=None,
+        target_mapping=None,
+        target_mask=None,
+        use_tpu=False,
+        use_bfloat16=False,
+        precision=None,
+        truncate_seq=True,
+    ):
+        """MLM objective: encoder (+ decoder when there is more than one block), LM head at the targets.
+
+        Unlike the original (SPEC §10.13) the mean is weighted by `target_mask` when given, so padded
+        target slots do not train the model to predict id 0.
+
+        Returns:
+          (loss float32 scalar, {"per_target_loss", "logits"}).
+        """
+        output, _, _ = self.extract_hiddens(
+            inputs,
+            is_training,
+            seg_id,
+            input_mask,
+            self.net_config.n_block > 1,
+            use_tpu,
+            use_bfloat16,
+            precision,
+            truncate_seq,
+        )
+        table = self._vars[f"{self.scope}/input/word_embedding/lookup_table"]
+        per_target, logits = self.lm_loss(output, target, table, target_mapping)
+        if target_mask is None:
+            loss = tf.reduce_mean(per_target)
+        else:
+            weights = tf.cast(target_mask, tf.float32)
+            loss = tf.reduce_sum(per_target * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+        return loss, {"per_target_loss": per_target, "logits": logits}
+
+    def binary_logits(self, hidden):
+        """ELECTRA discriminator head: `binary_proj` (dense + gelu) then a per-token logit.
+
+        Args:
+          hidden: float [batch_size, seq_len, d_model].
+        Returns:
+          float32 [batch_size, seq_len]; positive = original token (the original's convention).
+        """
+        d_model = self.net_config.d_model
+        h = self._dense("binary_proj/dense", hidden, [d_model], activation=ops.gelu)
+        weight = self._var("binary_loss/weight", [d_model], h.dtype)
+        bias = self._var("binary_loss/bias", [1], tf.float32, "zeros")
+        return tf.cast(tf.einsum("bld,d->bl", h, weight), tf.float32) + bias
+
+    def binary_loss(self, hidden, binary_target, pad_mask):
+        """Sigmoid cross-entropy per token, averaged over non-padding tokens.
+
+        Args:
+          binary_target: int/bool [batch_size, seq_len], 1 = original token; pad_mask: float, 1.0 = padding.
+        Returns:
+          (loss float32 scalar, logits float32 [batch_size, seq_len]).
+        """
+        logits = self.binary_logits(hidden)
+        per_token = tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=tf.cast(binary_target, tf.float32), logits=logits
+        )
+        weights = 1.0 - tf.cast(pad_mask, tf.float32)
+        loss = tf.reduce_sum(per_token * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+        return loss, logits

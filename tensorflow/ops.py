@@ -1,0 +1,202 @@
+"""Low-level ops of the Funnel-Transformer: dense, layer norm, activations, pooling, positional encodings.
+
+Everything here is stateless: variables are owned by `modeling.FunnelTFM` and passed in already cast to the
+compute dtype. Layer norm and softmax run in float32 whatever the compute dtype.
+"""
+
+import math
+
+import tensorflow as tf
+
+# Large enough to remove padded keys from the softmax; applied in float32 so float16 cannot overflow.
+INF = 1e6
+
+PRECISIONS = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
+
+
+def compute_dtype(use_bfloat16=False, precision=None):
+    """Resolves the compute dtype from the seed's `use_bfloat16` switch or an explicit `precision` name."""
+    if precision is None:
+        return tf.bfloat16 if use_bfloat16 else tf.float32
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if use_bfloat16 and precision != "bfloat16":
+        raise ValueError(f"use_bfloat16=True contradicts precision={precision!r}")
+    return PRECISIONS[precision]
+
+
+def static_shape(x, expected_rank=None, name="tensor"):
+    """Returns the shape of `x` as a list, static dimensions as ints and unknown ones as scalar tensors."""
+    static = x.shape.as_list()
+    if expected_rank is not None and len(static) != expected_rank:
+        raise ValueError(f"{name} must have rank {expected_rank}, got shape {x.shape}")
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(static)]
+
+
+def dense(x, kernel, bias=None, activation=None, n_in=1):
+    """Contracts the trailing `n_in` dims of `x` with the leading dims of `kernel` (the original `ops.dense`).
+
+    Args:
+      x: float [..., *in_dims].
+      kernel: float [*in_dims, *out_dims].
+      bias: float [*out_dims] or None.
+      activation: callable or None.
+    Returns:
+      float [..., *out_dims].
+    """
+    y = tf.tensordot(x, kernel, axes=n_in)
+    if bias is not None:
+        y = y + bias
+    return activation(y) if activation is not None else y
+
+
+def layer_norm(x, gamma, beta):
+    """Layer norm over the last axis, computed in float32 (epsilon 1e-8; 1e-3 for float16 inputs)."""
+    epsilon = 1e-3 if x.dtype == tf.float16 else 1e-8
+    x32 = tf.cast(x, tf.float32)
+    mean, variance = tf.nn.moments(x32, axes=[-1], keepdims=True)
+    y = (x32 - mean) * tf.math.rsqrt(variance + epsilon) * gamma + beta
+    return tf.cast(y, x.dtype)
+
+
+def gelu(x):
+    """The tanh approximation of GELU used by the original (Hugging Face's `gelu_new`)."""
+    cdf = 0.5 * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3))))
+    return x * cdf
+
+
+ACTIVATIONS = {"relu": tf.nn.relu, "gelu": gelu, "tanh": tf.tanh}
+
+
+def dropout(x, rate, is_training):
+    """Inverted dropout, active only when training."""
+    if not is_training or rate == 0.0:
+        return x
+    return tf.nn.dropout(x, rate=rate)
+
+
+def pool_tensor(x, mode, separate_cls, truncate_seq):
+    """Pools the time axis by 2 (kernel = stride = 2, SAME padding), keeping `<cls>` out when separate_cls.
+
+    Args:
+      x: [batch_size, seq_len] or [batch_size, seq_len, d_model].
+      mode: "mean", "max" or "min". "min" pools the padding mask: a pooled slot is padding only if every token
+        in its window is padding.
+      separate_cls: keep position 0 unpooled.
+      truncate_seq: with separate_cls, drop the last token first so the length halves exactly.
+    Returns:
+      The pooled tensor, same rank.
+    """
+    if separate_cls:
+        cls = x[:, :1]
+        x = x[:, 1:-1] if truncate_seq else x[:, 1:]
+    squeeze = x.shape.rank == 2
+    if squeeze:
+        x = x[:, :, None]
+    if mode == "mean":
+        pooled = tf.nn.avg_pool1d(x, ksize=2, strides=2, padding="SAME")
+    elif mode == "max":
+        pooled = tf.nn.max_pool1d(x, ksize=2, strides=2, padding="SAME")
+    elif mode == "min":
+        pooled = -tf.nn.max_pool1d(-x, ksize=2, strides=2, padding="SAME")
+    else:
+        raise ValueError(f"Unknown pooling mode {mode!r}")
+    if squeeze:
+        pooled = pooled[:, :, 0]
+    return tf.concat([cls, pooled], axis=1) if separate_cls else pooled
+
+
+def stride_pool(x, axis, separate_cls, truncate_seq):
+    """Keeps the first element of every pooled pair along `axis` (positions, segments, function masks)."""
+    ndims = x.shape.rank
+    axis = axis % ndims
+
+    def take(sl):
+        index = [slice(None)] * ndims
+        index[axis] = sl
+        return x[tuple(index)]
+
+    if not separate_cls:
+        return take(slice(None, None, 2))
+    body = take(slice(1, -1, 2)) if truncate_seq else take(slice(1, None, 2))
+    return tf.concat([take(slice(None, 1)), body], axis=axis)
+
+
+def pooled_length(seq_len, separate_cls, truncate_seq):
+    """The length after one pooling step, as `pool_tensor` computes it."""
+    if separate_cls:
+        body = seq_len - 2 if truncate_seq else seq_len - 1
+        return 1 + (body + 1) // 2
+    return (seq_len + 1) // 2
+
+
+def upsample(x, stride, target_len, separate_cls, truncate_seq):
+    """Repeats every pooled position `stride` times to get back to `target_len` (the decoder bridge).
+
+    Args:
+      x: float [batch_size, pooled_len, d_model].
+    Returns:
+      float [batch_size, target_len, d_model].
+    """
+    if stride == 1:
+        return x
+    if separate_cls:
+        cls = x[:, :1]
+        x = x[:, 1:]
+    x = tf.repeat(x, repeats=stride, axis=1)
+    if separate_cls:
+        if truncate_seq:
+            x = tf.pad(x, [[0, 0], [0, stride - 1], [0, 0]])
+        x = x[:, : target_len - 1]
+        return tf.concat([cls, x], axis=1)
+    return x[:, :target_len]
+
+
+def sinusoid(positions, d_model):
+    """`[sin(pos * f), cos(pos * f)]` with f_k = 1 / 10000^(k / (d_model / 2)).
+
+    Args:
+      positions: float32 [n].
+    Returns:
+      (sin, cos), each float32 [n, d_model // 2].
+    """
+    freq_seq = tf.range(0, d_model // 2, dtype=tf.float32)
+    inv_freq = 1.0 / (10000.0 ** (freq_seq / (d_model // 2)))
+    angles = positions[:, None] * inv_freq[None, :]
+    return tf.sin(angles), tf.cos(angles)
+
+
+def rel_shift_positions(q_len, q_pow, k_len, k_pow):
+    """The descending relative distances whose encodings the rel_shift trick needs (SPEC §3.7).
+
+    In a block with stride s = 2**pow, token j sits at position (1 - s) + j * s. Returns (positions, shift),
+    positions a Python range of distances and shift = q_stride // k_stride.
+    """
+    q_stride, k_stride = 2**q_pow, 2**k_pow
+    shift = q_stride // k_stride
+    min_pos_k = 1 - k_stride
+    max_pos_k = min_pos_k + (k_len - 1) * k_stride
+    min_pos_q = 1 - q_stride
+    ref_point = min_pos_q - min_pos_k
+    max_dist = ref_point + shift * q_len * k_stride
+    min_dist = min_pos_q - max_pos_k
+    return range(max_dist, min_dist - 1, -k_stride), shift
+
+
+def rel_shift(x, k_len, shift):
+    """The Transformer-XL reshape trick: score[..., i, r] over distance rows -> score[..., i, j] over keys.
+
+    Row r of query i holds distance max_dist - r * k_stride; the key j that sits at that distance is
+    r = shift * (q_len - i) + j, which the reshape below realises without a gather.
+
+    Args:
+      x: [batch_size, n_head, q_len, n_rows].
+    Returns:
+      [batch_size, n_head, q_len, k_len].
+    """
+    batch, n_head, q_len, n_rows = static_shape(x)
+    x = tf.reshape(x, [batch, n_head, n_rows, q_len])
+    x = x[:, :, shift:]
+    x = tf.reshape(x, [batch, n_head, q_len, n_rows - shift])
+    return x[..., :k_len]

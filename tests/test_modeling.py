@@ -1,0 +1,430 @@
+"""The model against the original: golden outputs, checkpoint names, pooling lengths, precision, heads."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import model_utils
+import modeling
+from model_test_utils import (
+    GOLDEN_MODELS,
+    assert_round_trip,
+    build,
+    load_golden,
+    random_batch,
+    tiny_config,
+)
+
+LAYER_SHAPES = {
+    "rel_attn/q/kernel": "DNH",
+    "rel_attn/k/kernel": "DNH",
+    "rel_attn/k/bias": "NH",
+    "rel_attn/v/kernel": "DNH",
+    "rel_attn/v/bias": "NH",
+    "rel_attn/r_w_bias": "NH",
+    "rel_attn/r_r_bias": "NH",
+    "rel_attn/r/kernel": "DNH",
+    "rel_attn/r_s_bias": "NH",
+    "rel_attn/seg_embed": "2NH",
+    "rel_attn/o/kernel": "NHD",
+    "rel_attn/o/bias": "D",
+    "rel_attn/layer_norm/gamma": "D",
+    "rel_attn/layer_norm/beta": "D",
+    "ff/layer_1/kernel": "DF",
+    "ff/layer_1/bias": "F",
+    "ff/layer_2/kernel": "FD",
+    "ff/layer_2/bias": "D",
+    "ff/layer_norm/gamma": "D",
+    "ff/layer_norm/beta": "D",
+}
+
+
+def expected_core_variables(cfg, n_enc_layers, n_dec_layers):
+    """SPEC §4.1, written out independently of the model code."""
+    dims = {"D": cfg.d_model, "N": cfg.n_head, "H": cfg.d_head, "F": cfg.d_inner, "2": 2}
+    names = {
+        "model/input/word_embedding/lookup_table": [cfg.vocab_size, cfg.d_embed],
+        "model/input/layer_norm/gamma": [cfg.d_embed],
+        "model/input/layer_norm/beta": [cfg.d_embed],
+    }
+    if cfg.d_embed != cfg.d_model:
+        names["model/encoder/input_projection/kernel"] = [cfg.d_embed, cfg.d_model]
+        names["model/encoder/input_projection/bias"] = [cfg.d_model]
+    layers = [f"encoder/layer_{i}" for i in range(n_enc_layers)]
+    layers += [f"decoder/layer_{n_enc_layers + j}" for j in range(n_dec_layers)]
+    for layer in layers:
+        for suffix, shape in LAYER_SHAPES.items():
+            names[f"model/{layer}/{suffix}"] = [dims[c] for c in shape]
+    return names
+
+
+# ------------------------------------------------------------------------------------------ golden
+@pytest.mark.parametrize("name", GOLDEN_MODELS)
+@pytest.mark.parametrize("rel_attn_type", ["rel_shift", "factorized"])
+def test_reproduces_original_hidden_states(name, rel_attn_type):
+    config, ckpt, ref = load_golden(name)
+    config.rel_attn_type = rel_attn_type
+    model = modeling.FunnelTFM(config)
+    inputs = [tf.constant(ref[k]) for k in ("input_ids", "seg_id", "input_mask")]
+    build(model, inputs[0].shape[1])
+    report = model_utils.init_from_checkpoint(model, ckpt)
+    assert report.missing == [] and report.unused == ["global_step"]
+    assert len(report.loaded) == len(tf.train.list_variables(ckpt)) - 1
+
+    full, hiddens, ret = model.extract_hiddens(*inputs[:1], False, *inputs[1:], use_decoder=True)
+    enc_hiddens = [ret["embedding_output"], *hiddens]
+    n_enc = len([k for k in ref if k.startswith("enc_hidden_")])
+    assert len(enc_hiddens) == n_enc
+    for i, hidden in enumerate(enc_hiddens):
+        np.testing.assert_allclose(
+            hidden, ref[f"enc_hidden_{i:02d}"], atol=1e-5, err_msg=f"enc {i}"
+        )
+    np.testing.assert_allclose(ret["encoder_output"], ref["enc_last_hidden"], atol=1e-5)
+    dec_hiddens = [ret["bridge_output"], *ret["decoder_hiddens"]]
+    for i, hidden in enumerate(dec_hiddens):
+        np.testing.assert_allclose(
+            hidden, ref[f"dec_hidden_{i:02d}"], atol=1e-5, err_msg=f"dec {i}"
+        )
+    np.testing.assert_allclose(full, ref["full_last_hidden"], atol=1e-5)
+
+    encoder_only, _, _ = model.extract_hiddens(*inputs[:1], False, *inputs[1:], use_decoder=False)
+    np.testing.assert_allclose(encoder_only, ref["enc_last_hidden"], atol=1e-5)
+
+    unaligned = [tf.constant(ref[f"unaligned_{k}"]) for k in ("input_ids", "seg_id", "input_mask")]
+    full, _, ret = model.extract_hiddens(unaligned[0], False, *unaligned[1:], use_decoder=True)
+    np.testing.assert_allclose(ret["encoder_output"], ref["unaligned_enc_last_hidden"], atol=1e-5)
+    np.testing.assert_allclose(full, ref["unaligned_full_last_hidden"], atol=1e-5)
+
+
+def test_golden_checkpoint_names_match_spec():
+    config, ckpt, _ = load_golden("tiny_relshift")
+    expected = expected_core_variables(config, 6, 2) | {"global_step": []}
+    assert dict(tf.train.list_variables(ckpt)) == expected
+
+
+# --------------------------------------------------------------------------- checkpoints and config
+@pytest.mark.parametrize(
+    "overrides, n_enc, n_dec",
+    [
+        ({}, 3, 1),
+        ({"block_size": "2_1x2_1x2", "decoder_size": "2", "d_embed": 24}, 4, 2),
+        ({"block_size": "1_1", "decoder_size": "1x2"}, 2, 1),
+    ],
+)
+def test_save_load_round_trip_uses_original_names(tmp_path, overrides, n_enc, n_dec):
+    config = tiny_config(**overrides)
+    model = modeling.FunnelTFM(config)
+    inputs = random_batch(16)
+    build(model)
+    step = tf.Variable(7, dtype=tf.int64, name="global_step", trainable=False)
+    listed = assert_round_trip(model, tmp_path, inputs)
+    assert dict(listed) == expected_core_variables(config, n_enc, n_dec)
+    model_utils.save_checkpoint([model, step], str(tmp_path / "with_step" / "model.ckpt-7"))
+    assert ("global_step", []) in tf.train.list_variables(
+        str(tmp_path / "with_step" / "model.ckpt-7")
+    )
+
+
+def test_checkpoint_state_file_and_max_to_keep(tmp_path):
+    model = modeling.FunnelTFM(tiny_config())
+    build(model)
+    for step in (1, 2, 3):
+        model_utils.save_checkpoint(model, str(tmp_path / f"model.ckpt-{step}"), max_to_keep=2)
+    listed = model_utils.list_checkpoints(str(tmp_path))
+    assert [model_utils.checkpoint_step(p) for p in listed] == [2, 3]
+    assert not tf.io.gfile.glob(str(tmp_path / "model.ckpt-1.*"))
+    assert model_utils.resolve_checkpoint(str(tmp_path / "latest")) == str(
+        tmp_path / "model.ckpt-3"
+    )
+
+
+def test_shape_mismatch_is_refused_with_names_and_shapes(tmp_path):
+    small = modeling.FunnelTFM(tiny_config())
+    build(small)
+    path = model_utils.save_checkpoint(small, str(tmp_path / "model.ckpt-1"))
+    wide = modeling.FunnelTFM(tiny_config(d_inner=64))
+    build(wide)
+    with pytest.raises(ValueError, match=r"ff/layer_1/bias has shape \[48\].*\[64\]"):
+        model_utils.init_from_checkpoint(wide, path)
+
+
+def test_warm_start_reports_missing_and_unused(tmp_path):
+    source = modeling.FunnelTFM(tiny_config())
+    build(source)
+    path = model_utils.save_checkpoint(source, str(tmp_path / "model.ckpt-1"))
+    target = modeling.FunnelTFM(tiny_config(decoder_size="0"))
+    ids, seg, mask = random_batch(16)
+    target.get_classification_loss(tf.constant([0, 1]), ids, 3, False, "mrpc", seg, mask)
+    report = model_utils.init_from_checkpoint(target, path)
+    assert report.missing == sorted(
+        ["model/mrpc/logit/kernel", "model/mrpc/logit/bias"]
+        + [f"model/sequnece_summary/summary/{v}" for v in ("kernel", "bias")]
+    )
+    assert report.unused and all(n.startswith("model/decoder/layer_3/") for n in report.unused)
+
+
+def test_export_core_checkpoint_drops_optimizer_generator_and_step(tmp_path):
+    model = modeling.FunnelTFM(tiny_config())
+    build(model)
+    extra = [
+        tf.Variable(tf.zeros([2]), name="model/input/layer_norm/gamma/adam_m"),
+        tf.Variable(tf.zeros([3]), name="generator/lm_loss/bias"),
+        tf.Variable(5, dtype=tf.int64, name="global_step"),
+    ]
+    src = model_utils.save_checkpoint([model, *extra], str(tmp_path / "full" / "model.ckpt-5"))
+    names = model_utils.export_core_checkpoint(src, str(tmp_path / "core" / "model.ckpt"))
+    assert sorted(names) == sorted(model.named_variables())
+    listed = {n for n, _ in tf.train.list_variables(str(tmp_path / "core" / "model.ckpt"))}
+    assert listed == set(model.named_variables())
+
+
+def test_config_json_round_trip_and_original_format(tmp_path):
+    config = tiny_config(block_size="6_3x2_3x2", decoder_size="2")
+    path = tmp_path / "net_config.json"
+    config.to_json(str(path))
+    text = path.read_text()
+    assert text == json.dumps(config.to_dict(), indent=4, sort_keys=True)
+    assert len(json.loads(text)) == 20
+    loaded = modeling.ModelConfig.init_from_json(str(path))
+    assert loaded == config
+    assert loaded.block_param_size == [6, 3, 3] and loaded.block_repeat_size == [1, 2, 2]
+    assert loaded.block_depth == [6, 6, 6] and loaded.decoder_depth == 2
+    assert modeling.ModelConfig.init_from_json(str(path), {"d_inner": 7}).d_inner == 7
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"d_modle": 32}, r"unknown config key\(s\) \['d_modle'\]"),
+        ({"block_size": "2_x_2"}, "block_size='2_x_2'"),
+        ({"pooling_type": "sum"}, "pooling_type"),
+        ({"pooling_size": 3}, "pooling_size=3"),
+        ({"block_size": "3", "decoder_size": "2"}, "decoder_size must be '0'"),
+    ],
+)
+def test_bad_config_is_rejected_clearly(tmp_path, change, message):
+    values = tiny_config().to_dict() | change
+    path = tmp_path / "net_config.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=message):
+        modeling.ModelConfig.init_from_json(str(path))
+
+
+def test_config_from_flags_object():
+    class Flags:
+        pass
+
+    flags = Flags()
+    for key, value in tiny_config().to_dict().items():
+        setattr(flags, key, value)
+    assert modeling.ModelConfig.init_from_flags(flags) == tiny_config()
+    del flags.d_head
+    with pytest.raises(ValueError, match="d_head"):
+        modeling.ModelConfig.init_from_flags(flags)
+
+
+# ------------------------------------------------------------------------------ pooling and shapes
+@pytest.mark.parametrize(
+    "separate_cls, truncate_seq, seq_len, lengths",
+    [
+        # <cls> + (32 - 2) / 2 = 16, then <cls> + (16 - 2) / 2 = 8.
+        (True, True, 32, [32, 16, 8]),
+        # <cls> + ceil(20 / 2) = 11, then <cls> + ceil(10 / 2) = 6.
+        (True, False, 21, [21, 11, 6]),
+        # ceil(21 / 2) = 11, ceil(11 / 2) = 6.
+        (False, True, 21, [21, 11, 6]),
+    ],
+)
+@pytest.mark.parametrize("pooling_type", ["mean", "max"])
+@pytest.mark.parametrize("pool_q_only", [True, False])
+def test_pooled_lengths(separate_cls, truncate_seq, seq_len, lengths, pooling_type, pool_q_only):
+    config = tiny_config(
+        block_size="1_1x2_1",
+        separate_cls=separate_cls,
+        pooling_type=pooling_type,
+        pool_q_only=pool_q_only,
+        decoder_size="0",
+    )
+    assert modeling.pooled_lengths(config, seq_len, truncate_seq) == lengths
+    model = modeling.FunnelTFM(config)
+    ids, seg, mask = random_batch(seq_len)
+    last, hiddens, ret = model.extract_hiddens(ids, False, seg, mask, truncate_seq=truncate_seq)
+    assert [h.shape[1] for h in hiddens] == [lengths[0], lengths[1], lengths[1], lengths[2]]
+    assert last.shape == (2, lengths[2], 32)
+    assert [b.shape[1] for b in ret["block_outputs"]] == lengths
+    assert np.isfinite(last.numpy()).all()
+
+
+@pytest.mark.parametrize("seq_len, message", [(30, "multiple of 4"), (2, "too short")])
+def test_unpoolable_seq_len_gets_a_clear_error(seq_len, message):
+    model = modeling.FunnelTFM(tiny_config())
+    ids, seg, mask = random_batch(seq_len, pad_last=0)
+    with pytest.raises(ValueError, match=message):
+        model.extract_hiddens(ids, False, seg, mask)
+
+
+def test_decoder_output_is_full_length_and_max_pooling_differs_from_mean():
+    outputs = {}
+    for pooling_type in ("mean", "max"):
+        tf.random.set_seed(3)
+        model = modeling.FunnelTFM(tiny_config(pooling_type=pooling_type))
+        full, _, _ = build(model, 16, use_decoder=True)
+        outputs[pooling_type] = full.numpy()
+        assert full.shape == (2, 16, 32)
+    assert not np.allclose(outputs["mean"], outputs["max"], atol=1e-4)
+
+
+@pytest.mark.parametrize("pool_q_only", [True, False])
+@pytest.mark.parametrize("truncate_seq", [True, False])
+@pytest.mark.parametrize("block_size", ["1_1_1", "2_1x2"])
+def test_rel_shift_and_factorized_compute_the_same_function(pool_q_only, truncate_seq, block_size):
+    config = tiny_config(block_size=block_size, pool_q_only=pool_q_only, decoder_size="1")
+    model = modeling.FunnelTFM(config)
+    seq_len = 16 if truncate_seq else 19
+    ids, seg, mask = random_batch(seq_len)
+    ref_full, _, _ = model.extract_hiddens(ids, False, seg, mask, True, truncate_seq=truncate_seq)
+    config.rel_attn_type = "rel_shift"
+    full, _, _ = model.extract_hiddens(ids, False, seg, mask, True, truncate_seq=truncate_seq)
+    np.testing.assert_allclose(full, ref_full, atol=1e-5)
+
+
+def test_input_projection_and_absolute_embeddings():
+    config = tiny_config(d_embed=24, rel_attn_type="null")
+    model = modeling.FunnelTFM(config)
+    full, _, ret = build(model)
+    assert ret["embedding_output"].shape == (2, 16, 24) and full.shape == (2, 16, 32)
+    shapes = {n: v.shape.as_list() for n, v in model.named_variables().items()}
+    assert shapes["model/encoder/input_projection/kernel"] == [24, 32]
+    assert shapes["model/input/position_embedding/lookup_table"] == [512, 24]
+    assert shapes["model/input/segment_embedding/lookup_table"] == [2, 24]
+
+
+def test_padding_does_not_leak_into_real_tokens_of_block_zero():
+    """Changing the ids of padded positions leaves the first layer's real outputs unchanged."""
+    model = modeling.FunnelTFM(tiny_config())
+    ids, seg, mask = random_batch(16, pad_last=6)
+    _, hiddens, _ = model.extract_hiddens(ids, False, seg, mask)
+    other_ids = tf.where(mask > 0, 7, ids)
+    _, other, _ = model.extract_hiddens(other_ids, False, seg, mask)
+    np.testing.assert_allclose(hiddens[0][:, :10], other[0][:, :10], atol=1e-5)
+
+
+def test_dropout_only_when_training():
+    model = modeling.FunnelTFM(tiny_config(dropout=0.3))
+    ids, seg, mask = random_batch(16)
+    eval_a, _ = model.get_pooled_output(ids, False, seg, mask)
+    eval_b, _ = model.get_pooled_output(ids, False, seg, mask)
+    train, _ = model.get_pooled_output(ids, True, seg, mask)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    assert not np.allclose(eval_a, train, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- precision
+@pytest.mark.parametrize("precision, atol", [("bfloat16", 0.15), ("float16", 0.02)])
+@pytest.mark.parametrize("rel_attn_type", ["rel_shift", "factorized"])
+def test_reduced_precision_stays_close_to_float32(precision, atol, rel_attn_type):
+    config, ckpt, ref = load_golden("tiny_relshift")
+    config.rel_attn_type = rel_attn_type
+    model = modeling.FunnelTFM(config)
+    inputs = [tf.constant(ref[k]) for k in ("input_ids", "seg_id", "input_mask")]
+    build(model, 32)
+    model_utils.init_from_checkpoint(model, ckpt)
+    full, _, ret = model.extract_hiddens(
+        inputs[0], False, *inputs[1:], use_decoder=True, precision=precision
+    )
+    assert full.dtype == tf.as_dtype(precision)
+    assert all(v.dtype == tf.float32 for v in model.trainable_variables)
+    np.testing.assert_allclose(tf.cast(full, tf.float32), ref["full_last_hidden"], atol=atol)
+    summary, _ = model.get_pooled_output(inputs[0], False, *inputs[1:], use_bfloat16=True)
+    assert summary.dtype == tf.bfloat16
+
+
+def test_precision_arguments_are_validated():
+    model = modeling.FunnelTFM(tiny_config())
+    ids, seg, mask = random_batch(16)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        model.extract_hiddens(ids, False, seg, mask, precision="float8")
+
+
+# ------------------------------------------------------------------------------------------ heads
+def _log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def test_classification_and_regression_heads():
+    model = modeling.FunnelTFM(tiny_config(decoder_size="0"))
+    ids, seg, mask = random_batch(16)
+    labels = tf.constant([2, 0])
+    loss, logits = model.get_classification_loss(labels, ids, 3, False, "mnli_matched", seg, mask)
+    expected = -_log_softmax(logits.numpy())[[0, 1], [2, 0]]
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    targets = tf.constant([0.5, 4.0])
+    sq_loss, preds = model.get_regression_loss(targets, ids, False, "sts-b", seg, mask)
+    np.testing.assert_allclose(sq_loss, (preds.numpy() - targets.numpy()) ** 2, rtol=1e-5)
+    shapes = {n: v.shape.as_list() for n, v in model.named_variables().items()}
+    assert shapes["model/sequnece_summary/summary/kernel"] == [32, 32]
+    assert shapes["model/mnli_matched/logit/kernel"] == [32, 3]
+    assert shapes["model/sts-b/logit/bias"] == [1]
+
+
+def test_race_head_scores_each_choice_independently():
+    model = modeling.FunnelTFM(tiny_config(decoder_size="0", dropout=0.0))
+    ids, seg, mask = random_batch(16, batch_size=8)
+    flat = [tf.reshape(x, [2, 4 * 16]) for x in (ids, seg, mask)]
+    loss, logits = model.get_race_loss(tf.constant([1, 3]), flat[0], False, flat[1], flat[2])
+    assert logits.shape == (2, 4)
+    summary, _ = model.get_pooled_output(ids[:4], False, seg[:4], mask[:4])
+    kernel = model.named_variables()["model/race/logits/kernel"].numpy()
+    np.testing.assert_allclose(logits[0], (summary.numpy() @ kernel)[:, 0], atol=1e-5)
+    np.testing.assert_allclose(loss[1], -_log_softmax(logits.numpy())[1, 3], rtol=1e-5)
+
+
+def test_mlm_and_electra_heads_and_names():
+    config = tiny_config(d_embed=24)
+    model = modeling.FunnelTFM(config)
+    ids, seg, mask = random_batch(16)
+    positions = np.array([[1, 4, 9], [2, 3, 5]])
+    mapping = tf.one_hot(positions, 16)
+    target = tf.gather(ids, positions, batch_dims=1)
+    loss, aux = model.get_mlm_loss(target, ids, False, seg, mask, mapping)
+    logits = aux["logits"].numpy()
+    assert logits.shape == (2, 3, 50)
+    per_target = -np.take_along_axis(_log_softmax(logits), target.numpy()[..., None], -1)[..., 0]
+    np.testing.assert_allclose(loss, per_target.mean(), rtol=1e-5)
+    weighted, _ = model.get_mlm_loss(
+        target, ids, False, seg, mask, mapping, target_mask=tf.constant([[1, 1, 0], [1, 0, 0]])
+    )
+    np.testing.assert_allclose(weighted, per_target[[0, 0, 1], [0, 1, 0]].mean(), rtol=1e-5)
+
+    full, _, _ = model.extract_hiddens(ids, False, seg, mask, use_decoder=True)
+    original = tf.constant(np.ones((2, 16), np.int32))
+    disc_loss, disc_logits = model.binary_loss(full, original, mask)
+    per_token = np.logaddexp(0, -disc_logits.numpy())
+    real = 1 - mask.numpy()
+    np.testing.assert_allclose(disc_loss, (per_token * real).sum() / real.sum(), rtol=1e-5)
+    shapes = {n: v.shape.as_list() for n, v in model.named_variables().items()}
+    assert shapes["model/lm_proj/dense/kernel"] == [32, 24]
+    assert shapes["model/lm_proj/layer_norm/gamma"] == [24]
+    assert shapes["model/lm_loss/bias"] == [50]
+    assert shapes["model/binary_proj/dense/kernel"] == [32, 32]
+    assert shapes["model/binary_loss/weight"] == [32]
+    assert shapes["model/binary_loss/bias"] == [1]
+
+
+def test_works_inside_tf_function_and_creates_variables_once():
+    model = modeling.FunnelTFM(tiny_config())
+    ids, seg, mask = random_batch(16)
+
+    @tf.function
+    def pooled(ids, seg, mask):
+        return model.get_pooled_output(ids, False, seg, mask)[0]
+
+    first = pooled(ids, seg, mask)
+    count = len(model.trainable_variables)
+    np.testing.assert_allclose(pooled(ids, seg, mask), first)
+    eager, _ = model.get_pooled_output(ids, False, seg, mask)
+    np.testing.assert_allclose(eager, first, atol=1e-6)
+    assert len(model.trainable_variables) == count
