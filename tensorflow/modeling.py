@@ -912,3 +912,178 @@ class FunnelTFM(tf.Module):
         weights = 1.0 - tf.cast(pad_mask, tf.float32)
         loss = tf.reduce_sum(per_token * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
         return loss, logits
+
+    # ------------------------------------------------------------------------------------ SQuAD heads
+    def _squad_start(
+        self, output, p_mask, cls_index, use_masked_loss, is_training, use_answer_class
+    ):
+        """Start log-probabilities and the answerability logit (positive = unanswerable)."""
+        start_logits = tf.cast(self._dense("start_logits/dense", output, [1])[..., 0], tf.float32)
+        if use_masked_loss:
+            start_logits = start_logits * (1.0 - p_mask) - 1e30 * p_mask
+        start_log_probs = tf.nn.log_softmax(start_logits, axis=-1)
+        if not use_answer_class:
+            cls_logits = tf.gather(start_log_probs, cls_index, batch_dims=1)
+            return start_log_probs, cls_logits
+        start_probs = tf.cast(tf.exp(start_log_probs), output.dtype)
+        start_feature = tf.einsum("bl,bld->bd", start_probs, output)
+        cls_feature = tf.gather(output, cls_index, batch_dims=1)
+        feature = tf.concat([start_feature, cls_feature], axis=-1)
+        d_model = self.net_config.d_model
+        feature = self._dense("answer_class/dense_0", feature, [d_model], activation=tf.tanh)
+        feature = ops.dropout(feature, self.net_config.dropout, is_training)
+        cls_logits = self._dense("answer_class/dense_1", feature, [1], use_bias=False)
+        return start_log_probs, tf.cast(cls_logits[:, 0], tf.float32)
+
+    def _squad_end_log_probs(self, output, start_feature, p_mask, conditional_end, use_masked_loss):
+        """End log-probabilities given one start representation per row.
+
+        Args:
+          output: float [batch, seq_len, d_model]; start_feature: float [batch, d_model] or None.
+          p_mask: float32 [batch, seq_len], 1.0 where an answer cannot be.
+        Returns:
+          float32 [batch, seq_len].
+        """
+        if conditional_end:
+            seq_len = output.shape[1]
+            tiled = tf.tile(start_feature[:, None], [1, seq_len, 1])
+            h = self._dense(
+                "end_logits/dense_0",
+                tf.concat([output, tiled], axis=-1),
+                [self.net_config.d_model],
+                activation=tf.tanh,
+            )
+            h = self._layer_norm("end_logits/layer_norm", h)
+            end_logits = self._dense("end_logits/dense_1", h, [1])
+        else:
+            end_logits = self._dense("end_logits/dense", output, [1])
+        end_logits = tf.cast(end_logits[..., 0], tf.float32)
+        if use_masked_loss:
+            end_logits = end_logits * (1.0 - p_mask) - 1e30 * p_mask
+        return tf.nn.log_softmax(end_logits, axis=-1)
+
+    def get_squad_loss(
+        self,
+        features,
+        is_training,
+        use_answer_class=True,
+        use_masked_loss=True,
+        conditional_end=True,
+        cls_loss_weight=0.5,
+        ans_loss_weight=0.5,
+        use_tpu=False,
+        use_bfloat16=False,
+        precision=None,
+    ):
+        """SQuAD training objective on the full-length (decoder) output, conditioned on the gold start.
+
+        Args:
+          features: dict with `input_ids` int32 [batch, seq_len], `segment_ids`, `input_mask` (1.0 = pad),
+            `p_mask` float [batch, seq_len] (1.0 = cannot be part of the answer), `cls_index` int32 [batch],
+            `start_positions`, `end_positions` int32 [batch], `is_impossible` float [batch].
+        Returns:
+          (per_example_loss float32 [batch],
+           {"start_log_probs", "end_log_probs" float32 [batch, seq_len], "cls_logits" float32 [batch]}).
+        """
+        output, _, _ = self.extract_hiddens(
+            features["input_ids"],
+            is_training,
+            features["segment_ids"],
+            features["input_mask"],
+            True,
+            use_tpu,
+            use_bfloat16,
+            precision,
+        )
+        p_mask = tf.cast(features["p_mask"], tf.float32)
+        cls_index = tf.cast(features["cls_index"], tf.int32)
+        start_positions = tf.cast(features["start_positions"], tf.int32)
+        end_positions = tf.cast(features["end_positions"], tf.int32)
+        start_log_probs, cls_logits = self._squad_start(
+            output, p_mask, cls_index, use_masked_loss, is_training, use_answer_class
+        )
+        start_feature = (
+            tf.gather(output, start_positions, batch_dims=1) if conditional_end else None
+        )
+        end_log_probs = self._squad_end_log_probs(
+            output, start_feature, p_mask, conditional_end, use_masked_loss
+        )
+        start_loss = -tf.gather(start_log_probs, start_positions, batch_dims=1)
+        end_loss = -tf.gather(end_log_probs, end_positions, batch_dims=1)
+        per_example_loss = ans_loss_weight * (start_loss + end_loss)
+        if use_answer_class:
+            per_example_loss += cls_loss_weight * tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.cast(features["is_impossible"], tf.float32), logits=cls_logits
+            )
+        outputs = {
+            "start_log_probs": start_log_probs,
+            "end_log_probs": end_log_probs,
+            "cls_logits": cls_logits,
+        }
+        return per_example_loss, outputs
+
+    def get_squad_predictions(
+        self,
+        features,
+        start_n_top=5,
+        end_n_top=5,
+        use_answer_class=True,
+        use_masked_loss=True,
+        conditional_end=True,
+        use_tpu=False,
+        use_bfloat16=False,
+        precision=None,
+    ):
+        """Beam over answer spans: the top starts, then for each the top ends (no dropout).
+
+        Args:
+          features: as `get_squad_loss`, without the labels.
+        Returns:
+          dict with `start_top_log_probs`, `start_top_index` [batch, start_n_top];
+          `end_top_log_probs`, `end_top_index` [batch, start_n_top * end_n_top] (start-major);
+          `cls_logits` float32 [batch].
+        """
+        output, _, _ = self.extract_hiddens(
+            features["input_ids"],
+            False,
+            features["segment_ids"],
+            features["input_mask"],
+            True,
+            use_tpu,
+            use_bfloat16,
+            precision,
+        )
+        p_mask = tf.cast(features["p_mask"], tf.float32)
+        cls_index = tf.cast(features["cls_index"], tf.int32)
+        start_log_probs, cls_logits = self._squad_start(
+            output, p_mask, cls_index, use_masked_loss, False, use_answer_class
+        )
+        start_top_log_probs, start_top_index = tf.math.top_k(start_log_probs, k=start_n_top)
+        batch_size = tf.shape(output)[0]
+        if conditional_end:
+            # One row per (example, start candidate).
+            start_feature = tf.reshape(
+                tf.gather(output, start_top_index, batch_dims=1), [-1, output.shape[-1]]
+            )
+            repeated = tf.repeat(output, start_n_top, axis=0)
+            end_log_probs = self._squad_end_log_probs(
+                repeated,
+                start_feature,
+                tf.repeat(p_mask, start_n_top, axis=0),
+                True,
+                use_masked_loss,
+            )
+        else:
+            end_log_probs = tf.repeat(
+                self._squad_end_log_probs(output, None, p_mask, False, use_masked_loss),
+                start_n_top,
+                axis=0,
+            )
+        end_top_log_probs, end_top_index = tf.math.top_k(end_log_probs, k=end_n_top)
+        return {
+            "start_top_log_probs": start_top_log_probs,
+            "start_top_index": start_top_index,
+            "end_top_log_probs": tf.reshape(end_top_log_probs, [batch_size, -1]),
+            "end_top_index": tf.reshape(end_top_index, [batch_size, -1]),
+            "cls_logits": cls_logits,
+        }

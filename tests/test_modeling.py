@@ -428,3 +428,59 @@ def test_works_inside_tf_function_and_creates_variables_once():
     eager, _ = model.get_pooled_output(ids, False, seg, mask)
     np.testing.assert_allclose(eager, first, atol=1e-6)
     assert len(model.trainable_variables) == count
+
+
+def _squad_features(seq_len=16):
+    ids, seg, mask = random_batch(seq_len)
+    p_mask = np.zeros((2, seq_len), np.float32)
+    p_mask[:, 1:5] = 1.0  # the question
+    p_mask[-1, -5:] = 1.0  # padding
+    return {
+        "input_ids": ids,
+        "segment_ids": seg,
+        "input_mask": mask,
+        "p_mask": tf.constant(p_mask),
+        "cls_index": tf.constant([0, 0]),
+        "start_positions": tf.constant([6, 0]),
+        "end_positions": tf.constant([8, 0]),
+        "is_impossible": tf.constant([0.0, 1.0]),
+    }
+
+
+@pytest.mark.parametrize("conditional_end", [True, False])
+def test_squad_heads_loss_names_and_beam(conditional_end):
+    model = modeling.FunnelTFM(tiny_config(dropout=0.0))
+    features = _squad_features()
+    loss, out = model.get_squad_loss(features, False, conditional_end=conditional_end)
+    start, end, cls = (out[k].numpy() for k in ("start_log_probs", "end_log_probs", "cls_logits"))
+    assert np.all(start[:, 1:5] < -1e20), "masked positions must get no probability"
+    expected = 0.5 * (-start[[0, 1], [6, 0]] - end[[0, 1], [8, 0]])
+    expected += 0.5 * (np.logaddexp(0, cls) - cls * np.array([0.0, 1.0]))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+    beam = model.get_squad_predictions(features, 3, 2, conditional_end=conditional_end)
+    assert beam["start_top_index"].shape == (2, 3) and beam["end_top_index"].shape == (2, 6)
+    np.testing.assert_allclose(beam["start_top_log_probs"][:, 0], start.max(-1), rtol=1e-5)
+    np.testing.assert_allclose(beam["cls_logits"], cls, rtol=1e-5)
+    # The best end for the best start equals the training path's end distribution at that start.
+    best_start = beam["start_top_index"].numpy()[:, 0]
+    _, given = model.get_squad_loss(
+        features | {"start_positions": tf.constant(best_start)},
+        False,
+        conditional_end=conditional_end,
+    )
+    np.testing.assert_allclose(
+        beam["end_top_log_probs"][:, 0], given["end_log_probs"].numpy().max(-1), rtol=1e-5
+    )
+
+    shapes = {n: v.shape.as_list() for n, v in model.named_variables().items()}
+    assert shapes["model/start_logits/dense/kernel"] == [32, 1]
+    assert shapes["model/answer_class/dense_0/kernel"] == [64, 32]
+    assert shapes["model/answer_class/dense_1/kernel"] == [32, 1]
+    assert "model/answer_class/dense_1/bias" not in shapes
+    if conditional_end:
+        assert shapes["model/end_logits/dense_0/kernel"] == [64, 32]
+        assert shapes["model/end_logits/layer_norm/gamma"] == [32]
+        assert shapes["model/end_logits/dense_1/kernel"] == [32, 1]
+    else:
+        assert shapes["model/end_logits/dense/kernel"] == [32, 1]
