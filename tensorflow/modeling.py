@@ -319,8 +319,9 @@ class FunnelTFM(tf.Module):
         full_name = f"{self.scope}/{name}"
         var = self._vars.get(full_name)
         if var is None:
-            # Lifted out of any tf.function being traced, like TF1 get_variable at graph-build time.
-            with tf.init_scope():
+            # Lifted out of any tf.function being traced, like TF1 get_variable at graph-build time;
+            # no enclosing name scope may prefix the checkpoint name.
+            with tf.init_scope(), tf.compat.v1.name_scope(None):
                 initial = {"zeros": tf.zeros, "ones": tf.ones}.get(init) or self._initializer()
                 var = tf.Variable(initial(shape), name=full_name, dtype=tf.float32)
             self._vars[full_name] = var

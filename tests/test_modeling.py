@@ -484,3 +484,11 @@ def test_squad_heads_loss_names_and_beam(conditional_end):
         assert shapes["model/end_logits/dense_1/kernel"] == [32, 1]
     else:
         assert shapes["model/end_logits/dense/kernel"] == [32, 1]
+
+
+def test_variable_names_ignore_enclosing_name_scopes():
+    model = modeling.FunnelTFM(tiny_config())
+    with tf.name_scope("tower_0"):
+        build(model)
+    for name, var in model.named_variables().items():
+        assert var.name == f"{name}:0"
