@@ -1,0 +1,166 @@
+"""Special-token ids, segment ids, pretraining file names and atomic file writes."""
+
+import contextlib
+import dataclasses
+import json
+import os
+import uuid
+
+import tensorflow as tf
+from absl import logging
+
+SEG_ID_A = 0
+SEG_ID_B = 1
+SEG_ID_CLS = 2
+SEG_ID_PAD = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+    """Vocabulary size and the ids of the special tokens, read from the tokenizer.
+
+    The optional ids are None when the vocabulary lacks the token; no code path needs them.
+    """
+
+    vocab_size: int
+    unk_id: int
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    mask_id: int
+    bos_id: int | None = None
+    eos_id: int | None = None
+    eod_id: int | None = None
+    eop_id: int | None = None
+
+
+# (field, spellings tried in order, required). Funnel's vocabularies spell the specials `<cls>`;
+# a BERT vocabulary spells them `[CLS]`.
+_SPECIAL_TOKENS = (
+    ("unk_id", ("<unk>", "[UNK]"), True),
+    ("bos_id", ("<s>",), False),
+    ("eos_id", ("</s>",), False),
+    ("cls_id", ("<cls>", "[CLS]"), True),
+    ("sep_id", ("<sep>", "[SEP]"), True),
+    ("pad_id", ("<pad>", "[PAD]"), True),
+    ("mask_id", ("<mask>", "[MASK]"), True),
+    ("eod_id", ("<eod>",), False),
+    ("eop_id", ("<eop>",), False),
+)
+
+
+def setup_special_ids(tokenizer):
+    """Looks up the special-token ids in `tokenizer`'s vocabulary.
+
+    Args:
+      tokenizer: a `tokenization` tokenizer (uses `get_vocab_size`, `get_token_id`, `path`).
+
+    Returns:
+      `SpecialIds`.
+
+    Raises:
+      ValueError: the vocabulary lacks `<unk>`, `<cls>`, `<sep>`, `<pad>` or `<mask>` in both
+        spellings; the message names the tokens tried and the file.
+    """
+    ids = {"vocab_size": tokenizer.get_vocab_size()}
+    logging.info("Set vocab_size: %d.", ids["vocab_size"])
+    missing = []
+    for field, spellings, required in _SPECIAL_TOKENS:
+        for token in spellings:
+            try:
+                ids[field] = tokenizer.get_token_id(token)
+            except KeyError:
+                continue
+            logging.info("Set %s to %d (%s).", field, ids[field], token)
+            break
+        else:
+            tried = " or ".join(spellings)
+            if required:
+                missing.append(tried)
+            else:
+                logging.info("Skip %s: %s not found in the vocabulary.", field, tried)
+    if missing:
+        raise ValueError(
+            f"vocabulary {tokenizer.path} lacks required special token(s): {', '.join(missing)}"
+        )
+    return SpecialIds(**ids)
+
+
+def format_filename(prefix, suffix, seq_len, uncased):
+    """`{prefix}.seq-{seq_len}.{uncased|cased}.{suffix}`: the original's name scheme."""
+    case_str = "uncased" if uncased else "cased"
+    return f"{prefix}.seq-{seq_len}.{case_str}.{suffix}"
+
+
+def pretrain_record_name(split, pass_id, seq_len, uncased, task, num_task):
+    """Base name of a pretraining tfrecord file, e.g.
+
+    `data.train.pass-0.seq-512.uncased.tfrecord-00000-of-00001`.
+    """
+    return format_filename(
+        f"data.{split}.pass-{pass_id}", f"tfrecord-{task:05d}-of-{num_task:05d}", seq_len, uncased
+    )
+
+
+def pretrain_meta_name(split, pass_id, seq_len, uncased, task, num_task):
+    """Base name of the JSON meta file of `pretrain_record_name`, e.g.
+
+    `meta.train.pass-0.seq-512.uncased.json-00000-of-00001`. It holds
+    `{"filenames": [record base names], "num_example": n}`.
+    """
+    return format_filename(
+        f"meta.{split}.pass-{pass_id}", f"json-{task:05d}-of-{num_task:05d}", seq_len, uncased
+    )
+
+
+def pretrain_meta_glob(split, seq_len, uncased):
+    """Glob pattern matching the meta files of every pass and task of one split."""
+    return format_filename(f"meta.{split}.pass-*", "json*", seq_len, uncased)
+
+
+def meta_pass_id(meta_path):
+    """The pass id of a meta file name, e.g. 3 for `.../meta.train.pass-3.seq-512...`."""
+    name = os.path.basename(meta_path)
+    fields = name.split(".")
+    if len(fields) < 3 or not fields[2].startswith("pass-") or not fields[2][5:].isdigit():
+        raise ValueError(f"{meta_path}: not a pretraining meta file name (meta.SPLIT.pass-N....)")
+    return int(fields[2][5:])
+
+
+@contextlib.contextmanager
+def atomic_output_path(path):
+    """Yields a temporary path beside `path`; renames it to `path` when the block succeeds.
+
+    A reader never sees a half-written `path`: on error the temporary file is removed and `path`
+    is left as it was. Works for local and gs:// paths (tf.io.gfile).
+    """
+    tmp_path = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        yield tmp_path
+        tf.io.gfile.rename(tmp_path, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(tmp_path):
+            tf.io.gfile.remove(tmp_path)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w"):
+    """Like `tf.io.gfile.GFile(path, mode)` for writing ("w" or "wb"), renamed into place on success."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
+    with atomic_output_path(path) as tmp_path, tf.io.gfile.GFile(tmp_path, mode) as f:
+        # GFile creates the file on the first write; an empty write makes an empty result a file.
+        f.write(b"" if mode == "wb" else "")
+        yield f
+
+
+def atomic_write_text(path, text):
+    """Writes the str `text` to `path` through a temporary file."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_json(path, obj, indent=None):
+    """Writes `obj` as JSON to `path` through a temporary file."""
+    atomic_write_text(path, json.dumps(obj, indent=indent))
