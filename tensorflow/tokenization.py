@@ -246,8 +246,22 @@ class WordPieceTokenizer(Tokenizer):
         # No piece is longer than the longest vocabulary entry, so the greedy search starts there.
         self._max_first_len = max(map(len, self.vocab))
         self._max_cont_len = max((len(t) - 2 for t in self.vocab if t.startswith("##")), default=0)
+        self._cache_size = cache_size
+        self._word_pieces = self._new_word_cache()
+
+    def _new_word_cache(self):
         # Word frequencies are Zipfian: most words of a corpus hit this cache.
-        self._word_pieces = functools.lru_cache(maxsize=cache_size)(self._split_word)
+        return functools.lru_cache(maxsize=self._cache_size)(self._split_word)
+
+    def __getstate__(self):
+        # The cache wraps a bound method and cannot be pickled (e.g. to worker processes).
+        state = self.__dict__.copy()
+        del state["_word_pieces"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._word_pieces = self._new_word_cache()
 
     def _split_word(self, word):
         """Greedy longest-match-first word pieces of one word, as a tuple of str."""

@@ -7,6 +7,7 @@ published BERT outputs), not recorded from this implementation.
 import importlib.util
 import io
 import pathlib
+import pickle
 import unicodedata
 
 import numpy as np
@@ -227,6 +228,15 @@ def test_get_tokenizer_errors(tmp_path):
         tokenization.get_tokenizer("word_piece", str(bad))
     with pytest.raises(ValueError, match="bad.txt"):
         tokenization.get_tokenizer("sent_piece", str(bad))
+
+
+def test_tokenizers_pickle_for_worker_processes(small_tok, spm_path):
+    sp_tok = tokenization.get_tokenizer("sent_piece", spm_path)
+    for tok, text in ((small_tok, "The fox jumped."), (sp_tok, "the lazy dog, hello!")):
+        tok.tokenize(text)  # fills the caches, which must not break pickling
+        copy = pickle.loads(pickle.dumps(tok))
+        assert copy.tokenize(text) == tok.tokenize(text)
+        assert copy.convert_text_to_ids(text) == tok.convert_text_to_ids(text)
 
 
 def test_name_and_type(small_tok):
