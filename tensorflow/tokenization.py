@@ -99,6 +99,7 @@ def _strip_accent_split_punct_rule(char):
 _CLEAN_MAP = _CharMap(_clean_rule)
 _SPLIT_PUNCT_MAP = _CharMap(_split_punct_rule)
 _STRIP_ACCENT_SPLIT_PUNCT_MAP = _CharMap(_strip_accent_split_punct_rule)
+_DROP_COMBINING_MAP = _CharMap(lambda char: None if unicodedata.combining(char) else char)
 
 
 def _to_str(text):
@@ -123,6 +124,8 @@ class BasicTokenizer:
         """Splits `text` (str, or utf-8 bytes) into a list of words and punctuation marks."""
         text = _to_str(text).translate(_CLEAN_MAP)
         if self.uncased:
+            # BERT lower-cases word by word; str.lower's only context rule (Greek final sigma)
+            # stops at whitespace, so lowering the whole text gives the same words.
             text = text.lower()
             if not text.isascii():
                 text = unicodedata.normalize("NFD", text)
@@ -341,9 +344,8 @@ def preprocess_text(inputs, lower=False, remove_space=True, keep_accents=False):
     outputs = outputs.replace("``", '"').replace("''", '"')
     outputs = outputs.replace("\u201d", '"').replace("\u201c", '"')
     outputs = outputs.replace("\u2018", "'").replace("\u2019", "'")
-    if not keep_accents:
-        outputs = unicodedata.normalize("NFKD", outputs)
-        outputs = "".join(c for c in outputs if not unicodedata.combining(c))
+    if not keep_accents and not outputs.isascii():
+        outputs = unicodedata.normalize("NFKD", outputs).translate(_DROP_COMBINING_MAP)
     if lower:
         outputs = outputs.lower()
     return outputs
