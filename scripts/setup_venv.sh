@@ -11,5 +11,8 @@ stamp="$root/.venv/.installed-$(basename "$req")"
 if [ ! -f "$stamp" ] || [ "$root/$req" -nt "$stamp" ] || [ "$root/requirements.txt" -nt "$stamp" ]; then
   "$root/.venv/bin/python" -m pip install -q --upgrade pip
   "$root/.venv/bin/python" -m pip install -q -r "$root/$req"
+  if [ "$req" = "requirements-dev.txt" ]; then
+    "$root/.venv/bin/python" -m pip install -q --no-deps -r "$root/requirements-nodeps.txt"
+  fi
   touch "$stamp"
 fi
