@@ -12,8 +12,8 @@ import re
 
 import tensorflow as tf
 
+import data_utils
 import ops
-from data_utils import SEG_ID_CLS
 
 _DEPTH_RE = re.compile(r"^(\d+)(?:x(\d+))?$")
 
@@ -224,10 +224,7 @@ class ModelConfig:
 
     def to_json(self, json_path):
         """Writes the original format (indent 4, sorted keys), under a temporary name first."""
-        tmp_path = f"{json_path}.tmp"
-        with tf.io.gfile.GFile(tmp_path, "w") as f:
-            json.dump(self.to_dict(), f, indent=4, sort_keys=True)
-        tf.io.gfile.rename(tmp_path, json_path, overwrite=True)
+        data_utils.atomic_write_text(json_path, json.dumps(self.to_dict(), indent=4, sort_keys=True))
 
     def __eq__(self, other):
         return isinstance(other, ModelConfig) and self.to_dict() == other.to_dict()
@@ -418,7 +415,7 @@ class FunnelTFM(tf.Module):
         seg_mat = None
         if seg_id is not None and cfg.rel_attn_type != "null":
             same = tf.equal(seg_id[:, :, None], seg_id[:, None, :])
-            is_cls = tf.equal(seg_id, SEG_ID_CLS)
+            is_cls = tf.equal(seg_id, data_utils.SEG_ID_CLS)
             seg_mat = same | is_cls[:, :, None] | is_cls[:, None, :]
         # The original zeroes the position/segment terms of <cls> whether or not separate_cls is set.
         func_mask = tf.pad(tf.ones([seq_len - 1, seq_len - 1], dtype), [[1, 0], [1, 0]])
