@@ -1,0 +1,808 @@
+"""The training engine that replaces TPUEstimator, shared by every script.
+
+Scripts call, in this order:
+
+    strategy = training.get_strategy(FLAGS)                  # first: it configures devices
+    run_config = training.RunConfig.from_flags(FLAGS)
+    training.train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config)
+
+where
+  - `loss_fn(features, is_training) -> (loss, monitors)`: `loss` is the float32 scalar loss averaged over the
+    per-replica batch, `monitors` a dict of float scalars to log (may be empty);
+  - `dataset_fn(input_context) -> tf.data.Dataset` of per-replica batches (dicts of tensors), repeated;
+  - `modules` are the objects whose variables are trained and checkpointed (they have `named_variables()`),
+    e.g. `[model]`, or `[model, generator]` for ELECTRA;
+  - `opt_config` is an `optimization.OptimizerConfig`.
+
+What `train` does:
+  - creates `global_step` (int64, checkpointed), builds the model variables with one eager call of `loss_fn`
+    inside `strategy.scope()`, then the optimizer slots (`<var>/adam_m`, `<var>/adam_v`);
+  - resumes from the latest checkpoint in `model_dir` (variables, slots and global_step); without one, warm
+    starts from `init_checkpoint` by variable name (all variables with `init_global_vars`, else the
+    trainable ones only; SPEC §4.4);
+  - runs a `tf.function` that performs up to `iterations` steps per call. Each step computes per-replica
+    gradients, averages them across replicas (all-reduce MEAN), clips the average once by its global norm
+    (`OptimizerConfig.process_gradients`) and applies AdamW, so N replicas give the same weights as one
+    device on the same global batch;
+  - with precision float16, scales the loss dynamically (x2 after 2000 finite steps, /2 and skip the update
+    on a non-finite gradient);
+  - logs step, loss, learning rate, gradient norm, monitors, examples/sec and ETA every `log_freq` steps,
+    writes the same scalars as TensorBoard summaries to `model_dir`, and saves name-based checkpoints
+    `model_dir/model.ckpt-{step}` every `save_steps` steps and at the end (keeping `max_save`; 0 = all).
+
+Evaluation helpers: `build_variables`, `iterate_checkpoints`, `restore_checkpoint` and `Predictor`.
+Flag helpers: `define_engine_flags`, `define_model_flags`, `define_optimizer_flags`,
+`define_tokenizer_flags`, `model_config_from_flags`. They only define flags; library code takes explicit
+arguments.
+"""
+
+import collections
+import contextlib
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import flags, logging
+
+import model_utils
+import modeling
+import optimization
+import tokenization
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+# Name of the directory a finished training run creates in model_dir (the original's marker); evaluation
+# stops polling for new checkpoints once it exists.
+DONE_MARKER = "done"
+
+
+# ------------------------------------------------------------------------------------------------- flags
+def define_engine_flags(**defaults):
+    """Defines the engine flags (strategy, precision, loop, saving, warm start, logging).
+
+    Args:
+      **defaults: per-script defaults, e.g. `num_core_per_host=8, train_steps=40000`.
+    """
+    values = dict(
+        use_tpu=False,
+        tpu=None,
+        tpu_zone=None,
+        gcp_project=None,
+        master=None,
+        tpu_job_name=None,
+        num_hosts=1,
+        num_core_per_host=8,
+        use_bfloat16=False,
+        precision=None,
+        model_dir="",
+        init_checkpoint=None,
+        init_global_vars=False,
+        train_batch_size=128,
+        train_steps=40000,
+        iterations=1000,
+        save_steps=None,
+        max_save=0,
+        log_freq=100,
+    )
+    unknown = set(defaults) - set(values)
+    if unknown:
+        raise ValueError(f"define_engine_flags: unknown flag(s) {sorted(unknown)}")
+    values.update(defaults)
+    flags.DEFINE_bool("use_tpu", values["use_tpu"], "Train on a Cloud TPU (TPUStrategy).")
+    flags.DEFINE_string("tpu", values["tpu"], "TPU name or grpc:// address (with --use_tpu).")
+    flags.DEFINE_string("tpu_zone", values["tpu_zone"], "GCE zone of the TPU.")
+    flags.DEFINE_string("gcp_project", values["gcp_project"], "GCP project of the TPU.")
+    flags.DEFINE_string(
+        "master", values["master"], "TPU grpc:// address, used when --tpu is unset."
+    )
+    flags.DEFINE_string("tpu_job_name", values["tpu_job_name"], "TPU worker job name.")
+    flags.DEFINE_integer(
+        "num_hosts",
+        values["num_hosts"],
+        "Hosts (workers). > 1 without TPU: MultiWorkerMirroredStrategy from the TF_CONFIG variable.",
+    )
+    flags.DEFINE_integer(
+        "num_core_per_host",
+        values["num_core_per_host"],
+        "Devices per host. > 1 without TPU: MirroredStrategy over that many GPUs (or logical CPUs "
+        "when there is no GPU); 1: one device.",
+    )
+    flags.DEFINE_bool("use_bfloat16", values["use_bfloat16"], "Same as --precision=bfloat16.")
+    flags.DEFINE_enum(
+        "precision",
+        values["precision"],
+        list(PRECISIONS),
+        "Compute dtype: float32, bfloat16 (TPU) or float16 (GPU, dynamic loss scaling). "
+        "Unset: bfloat16 with --use_bfloat16, else float32.",
+    )
+    flags.DEFINE_string("model_dir", values["model_dir"], "Checkpoints and TensorBoard summaries.")
+    flags.DEFINE_string(
+        "init_checkpoint",
+        values["init_checkpoint"],
+        "Warm start from this checkpoint (prefix, directory or <dir>/latest) by variable name, "
+        "when model_dir has no checkpoint yet.",
+    )
+    flags.DEFINE_bool(
+        "init_global_vars",
+        values["init_global_vars"],
+        "Warm start every variable (optimizer slots and global_step too); else trainable ones only.",
+    )
+    flags.DEFINE_integer(
+        "train_batch_size", values["train_batch_size"], "Global training batch size."
+    )
+    flags.DEFINE_integer("train_steps", values["train_steps"], "Total number of training steps.")
+    flags.DEFINE_integer(
+        "iterations", values["iterations"], "Most training steps run by one device call."
+    )
+    flags.DEFINE_integer(
+        "save_steps",
+        values["save_steps"],
+        "Save a checkpoint every this many steps; unset or 0: only at the end.",
+    )
+    flags.DEFINE_integer(
+        "max_save", values["max_save"], "Keep at most this many checkpoints; 0 keeps all."
+    )
+    flags.DEFINE_integer(
+        "log_freq", values["log_freq"], "Log and write summaries every this many steps."
+    )
+
+
+_MODEL_FLAG_HELP = {
+    "block_size": "Per-block depth, '_'-separated P or PxR entries.",
+    "vocab_size": "Vocabulary size (must match the tokenizer).",
+    "d_embed": "Embedding size.",
+    "d_model": "Hidden size.",
+    "n_head": "Attention heads.",
+    "d_head": "Size of each head.",
+    "d_inner": "Feed-forward inner size.",
+    "ff_activation": "Feed-forward activation: relu, gelu or tanh.",
+    "dropout": "Hidden dropout.",
+    "dropatt": "Attention-probability dropout.",
+    "dropact": "Dropout after the feed-forward activation.",
+    "init": "Initializer: normal, uniform or truncated_normal.",
+    "init_std": "Std of normal / truncated_normal initialization.",
+    "init_range": "Range of uniform initialization.",
+    "rel_attn_type": "factorized, rel_shift or null.",
+    "separate_cls": "Keep <cls> out of pooling.",
+    "pooling_type": "mean or max.",
+    "pooling_size": "Pooling kernel and stride (only 2).",
+    "pool_q_only": "Pool only the query of a block's first layer.",
+    "decoder_size": "Decoder depth, same syntax as block_size.",
+}
+
+# The original's flag defaults (SPEC §2.3); vocab_size comes from the tokenizer.
+_MODEL_FLAG_DEFAULTS = {
+    "block_size": "3_3_3",
+    "vocab_size": None,
+    "d_embed": 512,
+    "d_model": 512,
+    "n_head": 8,
+    "d_head": 64,
+    "d_inner": 2048,
+    "ff_activation": "gelu",
+    "dropout": 0.1,
+    "dropatt": 0.1,
+    "dropact": 0.0,
+    "init": "truncated_normal",
+    "init_std": 0.02,
+    "init_range": 0.1,
+    "rel_attn_type": "factorized",
+    "separate_cls": True,
+    "pooling_type": "mean",
+    "pooling_size": 2,
+    "pool_q_only": True,
+    "decoder_size": "2",
+}
+
+
+def define_model_flags():
+    """Defines --model_config (alias --model_config_path), --overwrite_keys, --truncate_seq and the 20 config
+    keys of `modeling.ModelConfig` with the original's defaults."""
+    flags.DEFINE_string(
+        "model_config", "", "net_config.json of the model; else the config flags below."
+    )
+    flags.DEFINE_alias("model_config_path", "model_config")
+    flags.DEFINE_string(
+        "overwrite_keys",
+        "",
+        "Comma-separated config keys whose flag value replaces the value in --model_config.",
+    )
+    flags.DEFINE_bool(
+        "truncate_seq", True, "With separate_cls, drop the last token before each pooling."
+    )
+    definers = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float}
+    for key in modeling.ModelConfig.keys:
+        kind = modeling.ModelConfig._types[key]
+        default, help_text = _MODEL_FLAG_DEFAULTS[key], _MODEL_FLAG_HELP[key]
+        if kind is bool:
+            flags.DEFINE_bool(key, default, help_text)
+        else:
+            definers[kind](key, default, help_text)
+
+
+def model_config_from_flags(flag_values, vocab_size=None, config_path=None):
+    """The `ModelConfig` of --model_config (with --overwrite_keys) or of the config flags.
+
+    Args:
+      flag_values: object with the attributes of `define_model_flags` (e.g. absl FLAGS).
+      vocab_size: the tokenizer's vocabulary size: fills an unset --vocab_size, and a config whose
+        vocab_size differs raises ValueError.
+      config_path: a net_config.json to use instead of --model_config.
+    """
+    config_path = config_path or flag_values.model_config
+    keys = [k.strip() for k in (flag_values.overwrite_keys or "").split(",") if k.strip()]
+    unknown = [k for k in keys if k not in modeling.ModelConfig.keys]
+    if unknown:
+        raise ValueError(f"--overwrite_keys: {unknown} are not config keys")
+    if config_path:
+        overrides = {k: getattr(flag_values, k) for k in keys}
+        if "vocab_size" in overrides and overrides["vocab_size"] is None:
+            overrides["vocab_size"] = vocab_size
+        config = modeling.ModelConfig.init_from_json(config_path, overrides)
+        source = f"model config {config_path}"
+    else:
+        values = {k: getattr(flag_values, k) for k in modeling.ModelConfig.keys}
+        if values["vocab_size"] is None:
+            if vocab_size is None:
+                raise ValueError("--vocab_size is unset and there is no tokenizer to take it from")
+            values["vocab_size"] = vocab_size
+        config = modeling.ModelConfig(**values)
+        source = "the config flags"
+    if vocab_size is not None and config.vocab_size != vocab_size:
+        raise ValueError(
+            f"{source} has vocab_size {config.vocab_size} but the tokenizer (--tokenizer_path) has "
+            f"{vocab_size} entries"
+        )
+    return config
+
+
+_OPTIMIZER_FLAG_HELP = {
+    "learning_rate": "Peak learning rate.",
+    "warmup_steps": "Linear warmup steps.",
+    "decay_method": "poly (linear) or cos.",
+    "min_lr_ratio": "Final (and warmup start) learning rate as a fraction of --learning_rate.",
+    "weight_decay": "Decoupled weight decay rate.",
+    "clip": "Global-norm clip of the replica-averaged gradient; <= 0 disables.",
+    "per_core_clip": "Accepted for compatibility; gradients are averaged, then clipped once.",
+    "skip_nan_grad": "Zero gradient tensors that contain NaN or Inf.",
+    "lr_layer_decay_rate": "Layer-wise learning-rate decay; 1.0 disables.",
+    "adam_beta1": "Adam beta1.",
+    "adam_beta2": "Adam beta2.",
+    "adam_correction": "Adam bias correction folded into the learning rate.",
+    "use_wd_exclusion": "No weight decay for LayerNorm, layer_norm and bias variables.",
+    "adam_epsilon": "Adam epsilon.",
+}
+
+
+def define_optimizer_flags():
+    """Defines one flag per `optimization.OptimizerConfig` field, with the field's default."""
+    definers = {
+        bool: flags.DEFINE_bool,
+        int: flags.DEFINE_integer,
+        float: flags.DEFINE_float,
+        str: flags.DEFINE_string,
+    }
+    for field in dataclasses.fields(optimization.OptimizerConfig):
+        kind = type(field.default)
+        definers[kind](field.name, field.default, _OPTIMIZER_FLAG_HELP[field.name])
+
+
+def define_tokenizer_flags():
+    """Defines --tokenizer_type, --tokenizer_path and --uncased (SPEC §2.2)."""
+    flags.DEFINE_enum(
+        "tokenizer_type",
+        "word_piece",
+        list(tokenization.TOKENIZER_TYPES),
+        "word_piece (vocabulary file) or sent_piece (sentencepiece model).",
+    )
+    flags.DEFINE_string("tokenizer_path", "", "Vocabulary file or sentencepiece model.")
+    flags.DEFINE_bool("uncased", True, "Lower-case and strip accents before tokenizing.")
+
+
+# ------------------------------------------------------------------------------ strategy and precision
+def resolve_precision(use_bfloat16=False, precision=None):
+    """The compute dtype name from --use_bfloat16 and --precision (unset: bfloat16 or float32)."""
+    if not precision:
+        return "bfloat16" if use_bfloat16 else "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision={precision!r} must be one of {', '.join(PRECISIONS)}")
+    if use_bfloat16 and precision != "bfloat16":
+        raise ValueError(f"--use_bfloat16 conflicts with --precision={precision}")
+    return precision
+
+
+def _logical_cpus(count):
+    """Splits the CPU into `count` logical devices (must run before TensorFlow initializes devices)."""
+    cpus = tf.config.list_physical_devices("CPU")
+    # RuntimeError: devices are initialized already (a second strategy in one process); use what exists.
+    with contextlib.suppress(RuntimeError):
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * count
+        )
+    logical = tf.config.list_logical_devices("CPU")
+    if len(logical) < count:
+        raise ValueError(
+            f"--num_core_per_host={count} needs {count} CPU devices but TensorFlow was initialized "
+            f"with {len(logical)}; call training.get_strategy before any other TensorFlow work"
+        )
+    return [d.name for d in logical[:count]]
+
+
+def _check_tf_config(num_hosts):
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError(
+            f"--num_hosts={num_hosts} without --use_tpu needs the TF_CONFIG environment variable "
+            "(cluster and task of MultiWorkerMirroredStrategy)"
+        )
+    try:
+        config = json.loads(raw)
+        cluster = config["cluster"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"TF_CONFIG is not a JSON object with a 'cluster' entry: {e}") from None
+    workers = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    if workers != num_hosts:
+        raise ValueError(f"--num_hosts={num_hosts} but TF_CONFIG lists {workers} workers")
+
+
+def get_strategy(flag_values):
+    """The `tf.distribute` strategy the flags ask for. Call it before any other TensorFlow work.
+
+    - --use_tpu: TPUStrategy on --tpu (or --master), with --tpu_zone, --gcp_project, --tpu_job_name;
+    - --num_hosts > 1: MultiWorkerMirroredStrategy, cluster from TF_CONFIG (each host uses its GPUs);
+    - --num_core_per_host > 1: MirroredStrategy over that many GPUs, or logical CPUs without a GPU;
+    - otherwise OneDeviceStrategy on the first GPU, else the CPU.
+
+    Args:
+      flag_values: object with the attributes of `define_engine_flags` (e.g. absl FLAGS).
+    """
+    if flag_values.use_tpu:
+        tpu = flag_values.tpu or flag_values.master
+        kwargs = {"job_name": flag_values.tpu_job_name} if flag_values.tpu_job_name else {}
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu=tpu, zone=flag_values.tpu_zone, project=flag_values.gcp_project, **kwargs
+            )
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as e:
+            raise ValueError(f"cannot reach the TPU --tpu={tpu!r}: {e}".replace("\n", " ")) from e
+        strategy = tf.distribute.TPUStrategy(resolver)
+    elif flag_values.num_hosts > 1:
+        _check_tf_config(flag_values.num_hosts)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif flag_values.num_core_per_host > 1:
+        count = flag_values.num_core_per_host
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            if len(gpus) < count:
+                raise ValueError(
+                    f"--num_core_per_host={count} but only {len(gpus)} GPU(s) are visible"
+                )
+            devices = [f"/gpu:{i}" for i in range(count)]
+        else:
+            devices = _logical_cpus(count)
+        strategy = tf.distribute.MirroredStrategy(devices)
+    else:
+        device = "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
+        strategy = tf.distribute.OneDeviceStrategy(device)
+    logging.info(
+        "Strategy %s with %d replica(s).", type(strategy).__name__, strategy.num_replicas_in_sync
+    )
+    return strategy
+
+
+# ---------------------------------------------------------------------------------------- run config
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How to train (the engine flags).
+
+    Attributes:
+      model_dir: checkpoints (`model.ckpt-{step}`) and TensorBoard summaries.
+      train_steps: total number of steps; training resumes from model_dir's latest checkpoint.
+      train_batch_size: global batch size (for examples/sec).
+      iterations: most steps run by one device call.
+      save_steps: checkpoint period in steps; None or 0 saves only at the end.
+      max_save: checkpoints kept; 0 keeps all.
+      log_freq: logging and summary period in steps.
+      precision: "float32", "bfloat16" or "float16" (float16 enables dynamic loss scaling).
+      init_checkpoint: warm start when model_dir has no checkpoint; None for none.
+      init_global_vars: warm start every variable instead of the trainable ones.
+    """
+
+    model_dir: str
+    train_steps: int
+    train_batch_size: int
+    iterations: int = 1000
+    save_steps: int | None = None
+    max_save: int = 0
+    log_freq: int = 100
+    precision: str = "float32"
+    init_checkpoint: str | None = None
+    init_global_vars: bool = False
+
+    def __post_init__(self):
+        checks = [
+            ("model_dir", bool(self.model_dir), "is required"),
+            ("train_steps", self.train_steps > 0, "must be > 0"),
+            ("train_batch_size", self.train_batch_size > 0, "must be > 0"),
+            ("iterations", self.iterations > 0, "must be > 0"),
+            ("save_steps", self.save_steps is None or self.save_steps >= 0, "must be >= 0"),
+            ("max_save", self.max_save >= 0, "must be >= 0"),
+            ("log_freq", self.log_freq > 0, "must be > 0"),
+            ("precision", self.precision in PRECISIONS, f"must be one of {PRECISIONS}"),
+        ]
+        for flag, ok, requirement in checks:
+            if not ok:
+                raise ValueError(f"--{flag} {requirement}, got {getattr(self, flag)!r}")
+
+    @classmethod
+    def from_flags(cls, flag_values):
+        """From an object with the attributes of `define_engine_flags` (e.g. absl FLAGS)."""
+        return cls(
+            model_dir=flag_values.model_dir,
+            train_steps=flag_values.train_steps,
+            train_batch_size=flag_values.train_batch_size,
+            iterations=flag_values.iterations,
+            save_steps=flag_values.save_steps,
+            max_save=flag_values.max_save,
+            log_freq=flag_values.log_freq,
+            precision=resolve_precision(flag_values.use_bfloat16, flag_values.precision),
+            init_checkpoint=flag_values.init_checkpoint,
+            init_global_vars=flag_values.init_global_vars,
+        )
+
+
+# -------------------------------------------------------------------------------------------- helpers
+def build_variables(strategy, fn, dataset_fn):
+    """Creates the variables `fn` uses with one eager call inside `strategy.scope()`.
+
+    Model variables are created lazily by their first call; building them here, in cross-replica context,
+    makes them distributed variables before any step is traced.
+
+    Args:
+      strategy: the `tf.distribute` strategy.
+      fn: callable(features) run once, e.g. `lambda f: loss_fn(f, True)`.
+      dataset_fn: the dataset function; the first example of its first batch is used.
+
+    Returns:
+      what `fn` returns.
+    """
+    dataset = dataset_fn(tf.distribute.InputContext())
+    features = next(iter(dataset.take(1)))
+    features = tf.nest.map_structure(lambda t: t[:1] if t.shape.rank else t, features)
+    with strategy.scope():
+        return fn(features)
+
+
+def _collect_trainable(modules):
+    """Trainable variables of `modules` (deduplicated), sorted by checkpoint name."""
+    named = model_utils.collect_variables(list(modules))
+    return [named[name] for name in sorted(named) if named[name].trainable]
+
+
+def _log_init_report(report, what, path):
+    logging.info(
+        "%s %s: %d variables loaded, %d kept their initial value, %d in the checkpoint unused.",
+        what,
+        path,
+        len(report.loaded),
+        len(report.missing),
+        len(report.unused),
+    )
+
+
+class _DynamicLossScale(tf.Module):
+    """Loss scale for float16: doubles after `growth_interval` finite steps, halves on a non-finite one."""
+
+    def __init__(self, initial_scale=2.0**15, growth_interval=2000):
+        super().__init__(name="loss_scale")
+        self.growth_interval = growth_interval
+        self.scale = tf.Variable(
+            initial_scale, dtype=tf.float32, trainable=False, name="loss_scale/current_loss_scale"
+        )
+        self.good_steps = tf.Variable(
+            0, dtype=tf.int64, trainable=False, name="loss_scale/good_steps"
+        )
+
+    def named_variables(self):
+        return {
+            "loss_scale/current_loss_scale": self.scale,
+            "loss_scale/good_steps": self.good_steps,
+        }
+
+    def update(self, finite):
+        """Updates the scale after a step; `finite` is a bool scalar. Call in cross-replica context."""
+        good = self.good_steps + 1
+        grow = tf.logical_and(finite, good >= self.growth_interval)
+        new_scale = tf.where(
+            finite, tf.where(grow, self.scale * 2.0, self.scale), tf.maximum(self.scale / 2.0, 1.0)
+        )
+        self.scale.assign(new_scale)
+        self.good_steps.assign(tf.where(tf.logical_and(finite, ~grow), good, tf.zeros_like(good)))
+
+
+def _format_duration(seconds):
+    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
+    """Trains `modules` until `run_config.train_steps`; see the module docstring.
+
+    Args:
+      strategy: from `get_strategy`.
+      loss_fn: callable(features, is_training) -> (float32 scalar loss averaged over the per-replica batch,
+        dict name -> float scalar monitor).
+      dataset_fn: callable(tf.distribute.InputContext) -> repeated tf.data.Dataset of per-replica batches.
+      modules: list of objects with `named_variables()`; their variables are trained and checkpointed.
+      opt_config: `optimization.OptimizerConfig`.
+      run_config: `RunConfig`.
+
+    Returns:
+      dict: "global_step" (int) and the last logged values (floats): loss, learning_rate, grad_norm, the
+      monitors, and loss_scale with float16.
+    """
+    rc = run_config
+    modules = list(modules)
+    with strategy.scope():
+        global_step = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="global_step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    loss, monitors = build_variables(strategy, lambda f: loss_fn(f, True), dataset_fn)
+    if loss.shape.rank != 0:
+        raise ValueError(f"loss_fn must return a scalar loss, got shape {loss.shape}")
+    monitor_names = sorted(monitors)
+    variables = _collect_trainable(modules)
+    if not variables:
+        raise ValueError("the modules have no trainable variables")
+    n_params = sum(int(np.prod(v.shape)) for v in variables)
+    logging.info("%d trainable variables, %d parameters.", len(variables), n_params)
+
+    use_loss_scale = rc.precision == "float16"
+    with strategy.scope():
+        optimizer = opt_config.create_optimizer()
+        optimizer.build(variables)
+        loss_scale = _DynamicLossScale() if use_loss_scale else None
+    ckpt_objects = [*modules, optimizer, global_step] + ([loss_scale] if loss_scale else [])
+
+    tf.io.gfile.makedirs(rc.model_dir)
+    latest = model_utils.latest_checkpoint(rc.model_dir)
+    if latest:
+        report = model_utils.init_from_checkpoint(ckpt_objects, latest)
+        _log_init_report(report, "Resumed from", latest)
+    elif rc.init_checkpoint:
+        objects = ckpt_objects if rc.init_global_vars else modules
+        report = model_utils.init_from_checkpoint(
+            objects, rc.init_checkpoint, trainable_only=not rc.init_global_vars
+        )
+        _log_init_report(report, "Warm start from", rc.init_checkpoint)
+
+    step = int(global_step.numpy())
+    if step >= rc.train_steps:
+        logging.info("Step %d >= --train_steps=%d: nothing to train.", step, rc.train_steps)
+        return {"global_step": step}
+
+    def apply_if_finite(distribution, grads, finite, trained):
+        # Cross-replica context (merge_call), where a cond may hold the optimizer's own cross-replica update.
+        all_finite = tf.reduce_all(
+            [tf.reduce_all(x) for x in distribution.experimental_local_results(finite)]
+        )
+        lr = opt_config.get_learning_rate(global_step, rc.train_steps)
+
+        def apply_branch():
+            optimizer.apply_gradients(zip(grads, trained, strict=True), lr, global_step)
+            return tf.constant(True)
+
+        tf.cond(all_finite, apply_branch, lambda: tf.constant(False))
+        loss_scale.update(all_finite)
+
+    def step_fn(features):
+        with tf.GradientTape() as tape:
+            step_loss, step_monitors = loss_fn(features, True)
+            scaled_loss = step_loss * loss_scale.scale if use_loss_scale else step_loss
+        grads = tape.gradient(scaled_loss, variables)
+        # As in the original, a variable without a gradient is not updated.
+        trained = [v for g, v in zip(grads, variables, strict=True) if g is not None]
+        for grad, var in zip(grads, variables, strict=True):
+            if grad is None:
+                logging.warning("No gradient, not trained: %s", var.name)
+        # Sparse (embedding) gradients are densified: all-reduce and clipping treat every tensor alike.
+        grads = [tf.convert_to_tensor(g) for g in grads if g is not None]
+        replica = tf.distribute.get_replica_context()
+        grads = replica.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
+        lr = opt_config.get_learning_rate(global_step, rc.train_steps)
+        outputs = {"loss": step_loss}
+        if use_loss_scale:
+            outputs["loss_scale"] = tf.identity(loss_scale.scale)
+            grads = [g / loss_scale.scale for g in grads]
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            grads, outputs["grad_norm"] = opt_config.process_gradients(grads, trained)
+            replica.merge_call(
+                functools.partial(apply_if_finite, trained=trained), args=(grads, finite)
+            )
+        else:
+            grads, outputs["grad_norm"] = opt_config.process_gradients(grads, trained)
+            optimizer.apply_gradients(zip(grads, trained, strict=True), lr, global_step)
+        global_step.assign_add(1)
+        for name in monitor_names:
+            outputs[name] = step_monitors[name]
+        return {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
+
+    output_names = ["loss", "grad_norm", *monitor_names]
+    if use_loss_scale:
+        output_names.append("loss_scale")
+
+    @tf.function
+    def train_loop(iterator, num_steps):
+        sums = {name: tf.constant(0.0) for name in output_names}
+        for _ in tf.range(num_steps):
+            outputs = strategy.run(step_fn, args=(next(iterator),))
+            sums = {
+                name: sums[name]
+                + strategy.reduce(tf.distribute.ReduceOp.MEAN, outputs[name], axis=None)
+                for name in output_names
+            }
+        return {name: sums[name] / tf.cast(num_steps, tf.float32) for name in output_names}
+
+    is_chief = strategy.extended.should_checkpoint
+    writer = tf.summary.create_file_writer(rc.model_dir) if is_chief else None
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    logging.info("Training from step %d to %d.", step, rc.train_steps)
+
+    logged = {}
+    interval_sums = collections.defaultdict(float)
+    interval_start_step, interval_start_time = step, time.time()
+    while step < rc.train_steps:
+        boundaries = [rc.iterations, rc.train_steps - step, rc.log_freq - step % rc.log_freq]
+        if rc.save_steps:
+            boundaries.append(rc.save_steps - step % rc.save_steps)
+        num_steps = min(boundaries)
+        means = train_loop(iterator, tf.constant(num_steps))
+        for name, value in means.items():
+            interval_sums[name] += float(value) * num_steps
+        step = int(global_step.numpy())
+        done = step >= rc.train_steps
+
+        if step % rc.log_freq == 0 or done:
+            elapsed = time.time() - interval_start_time
+            n = step - interval_start_step
+            logged = {name: total / n for name, total in interval_sums.items()}
+            steps_per_sec = n / max(elapsed, 1e-9)
+            eta = (rc.train_steps - step) / steps_per_sec
+            # The learning rate of the last update.
+            logged["learning_rate"] = float(opt_config.get_learning_rate(step - 1, rc.train_steps))
+            parts = [f"step {step}/{rc.train_steps}", f"loss {logged['loss']:.4f}"]
+            parts.append(f"lr {logged['learning_rate']:.3e}")
+            parts += [f"{name} {logged[name]:.4g}" for name in output_names[1:]]
+            parts += [
+                f"{steps_per_sec * rc.train_batch_size:.1f} examples/sec",
+                f"ETA {_format_duration(eta)}",
+            ]
+            logging.info(" | ".join(parts))
+            if writer is not None:
+                with writer.as_default(step=step):
+                    for name, value in logged.items():
+                        tf.summary.scalar(name, value)
+                    tf.summary.scalar("examples_per_sec", steps_per_sec * rc.train_batch_size)
+                writer.flush()
+            interval_sums.clear()
+            interval_start_step, interval_start_time = step, time.time()
+
+        if is_chief and (done or (rc.save_steps and step % rc.save_steps == 0)):
+            path = os.path.join(rc.model_dir, f"model.ckpt-{step}")
+            model_utils.save_checkpoint(ckpt_objects, path, max_to_keep=rc.max_save)
+            logging.info("Saved %s", path)
+    return {"global_step": step, **logged}
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def step_checkpoints(model_dir):
+    """[(step, prefix)] of every `*-{step}.index` checkpoint in `model_dir`, by increasing step."""
+    found = []
+    for index_path in tf.io.gfile.glob(os.path.join(model_dir, "*.index")):
+        prefix = index_path[: -len(".index")]
+        step = model_utils.checkpoint_step(prefix)
+        if step is not None:
+            found.append((step, prefix))
+    return sorted(found)
+
+
+def iterate_checkpoints(model_dir, start_step=-1, end_step=None, poll_secs=60, latest_only=False):
+    """Yields (step, prefix) of each checkpoint with start_step < step <= end_step, in step order.
+
+    New checkpoints are picked up as a concurrent training job writes them: when none is left, it waits
+    `poll_secs` and looks again, until `model_dir/done` (written when training finishes) exists.
+
+    Args:
+      model_dir: directory of `model.ckpt-{step}` checkpoints.
+      start_step: only checkpoints after this step.
+      end_step: only checkpoints up to this step (None: no limit).
+      poll_secs: seconds between looks for new checkpoints.
+      latest_only: yield only the newest checkpoint present at each look.
+    """
+    last = start_step
+    waited = 0
+    while end_step is None or last < end_step:
+        pending = [
+            (s, p)
+            for s, p in step_checkpoints(model_dir)
+            if s > last and (end_step is None or s <= end_step)
+        ]
+        if latest_only:
+            pending = pending[-1:]
+        if not pending:
+            if tf.io.gfile.exists(os.path.join(model_dir, DONE_MARKER)):
+                return
+            if waited == 0:
+                logging.info(
+                    "Waiting for new checkpoints in %s (stops once %s/%s exists).",
+                    model_dir,
+                    model_dir,
+                    DONE_MARKER,
+                )
+            time.sleep(poll_secs)
+            waited += poll_secs
+            continue
+        waited = 0
+        for step, path in pending:
+            yield step, path
+            last = max(last, step)
+
+
+def restore_checkpoint(modules, path):
+    """Loads every variable of `modules` from the checkpoint `path`; ValueError if any is missing."""
+    report = model_utils.init_from_checkpoint(list(modules), path)
+    if report.missing:
+        raise ValueError(
+            f"checkpoint {path} lacks {len(report.missing)} variable(s) of the model, e.g. "
+            f"{', '.join(report.missing[:3])}"
+        )
+    return report
+
+
+class Predictor:
+    """Runs a prediction function over finite datasets and gathers its outputs in dataset order.
+
+    The traced step is kept across calls, so evaluating many checkpoints traces once.
+
+    Args:
+      strategy: the strategy (one host).
+      predict_fn: callable(features) -> dict name -> tensor with a leading per-replica batch dimension.
+    """
+
+    def __init__(self, strategy, predict_fn):
+        self.strategy = strategy
+
+        @tf.function
+        def predict_step(batch):
+            outputs = strategy.run(predict_fn, args=(batch,))
+            return {name: strategy.gather(value, axis=0) for name, value in outputs.items()}
+
+        self._predict_step = predict_step
+
+    def __call__(self, dataset_fn):
+        """Predictions for every example of `dataset_fn`.
+
+        Args:
+          dataset_fn: callable(InputContext) -> finite dataset of per-replica batches; the number of batches
+            must be a multiple of the replica count (pad the data, e.g. with fake examples).
+
+        Returns:
+          dict name -> numpy array, concatenated over all examples.
+        """
+        chunks = collections.defaultdict(list)
+        for batch in self.strategy.distribute_datasets_from_function(dataset_fn):
+            for name, value in self._predict_step(batch).items():
+                chunks[name].append(value.numpy())
+        return {name: np.concatenate(values) for name, values in chunks.items()}
