@@ -1,0 +1,375 @@
+"""Pretraining: the MLM and ELECTRA objectives, checkpoint names, and tiny end-to-end runs of pretrain.py."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import create_pretrain_data
+import modeling
+import pretrain
+import tokenization
+from conftest import SHARED_DATA
+
+SPECIALS = ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>"]
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
+
+LAYER_SHAPES = {
+    "rel_attn/q/kernel": "DNH",
+    "rel_attn/k/kernel": "DNH",
+    "rel_attn/k/bias": "NH",
+    "rel_attn/v/kernel": "DNH",
+    "rel_attn/v/bias": "NH",
+    "rel_attn/r_w_bias": "NH",
+    "rel_attn/r_r_bias": "NH",
+    "rel_attn/r/kernel": "DNH",
+    "rel_attn/r_s_bias": "NH",
+    "rel_attn/seg_embed": "2NH",
+    "rel_attn/o/kernel": "NHD",
+    "rel_attn/o/bias": "D",
+    "rel_attn/layer_norm/gamma": "D",
+    "rel_attn/layer_norm/beta": "D",
+    "ff/layer_1/kernel": "DF",
+    "ff/layer_1/bias": "F",
+    "ff/layer_2/kernel": "FD",
+    "ff/layer_2/bias": "D",
+    "ff/layer_norm/gamma": "D",
+    "ff/layer_norm/beta": "D",
+}
+
+
+def tiny_config(**overrides):
+    """3 blocks of one layer, a one-layer decoder, d_model 32 and 4 heads (so a 0.5 generator has 2)."""
+    values = dict(
+        block_size="1_1_1",
+        vocab_size=60,
+        d_embed=32,
+        d_model=32,
+        n_head=4,
+        d_head=8,
+        d_inner=48,
+        ff_activation="gelu",
+        dropout=0.1,
+        dropatt=0.1,
+        dropact=0.0,
+        rel_attn_type="factorized",
+        decoder_size="1",
+    )
+    values.update(overrides)
+    return modeling.ModelConfig(**values)
+
+
+def expected_variables(scope, d_model, n_head, d_head, d_inner, d_embed, vocab_size, n_enc, n_dec):
+    """Names and shapes of SPEC §4.1/§4.2, written out independently of the model code.
+
+    `scope` "model" includes the input embedding; "generator" does not (it uses the model's).
+    """
+    dims = {"D": d_model, "N": n_head, "H": d_head, "F": d_inner, "2": 2}
+    names = {}
+    if scope == "model":
+        names["model/input/word_embedding/lookup_table"] = [vocab_size, d_embed]
+        names["model/input/layer_norm/gamma"] = [d_embed]
+        names["model/input/layer_norm/beta"] = [d_embed]
+    if d_embed != d_model:
+        names[f"{scope}/encoder/input_projection/kernel"] = [d_embed, d_model]
+        names[f"{scope}/encoder/input_projection/bias"] = [d_model]
+    layers = [f"encoder/layer_{i}" for i in range(n_enc)]
+    layers += [f"decoder/layer_{n_enc + j}" for j in range(n_dec)]
+    for layer in layers:
+        for suffix, shape in LAYER_SHAPES.items():
+            names[f"{scope}/{layer}/{suffix}"] = [dims[c] for c in shape]
+    return names
+
+
+def mlm_head_variables(scope, d_model, d_embed, vocab_size):
+    return {
+        f"{scope}/lm_proj/dense/kernel": [d_model, d_embed],
+        f"{scope}/lm_proj/dense/bias": [d_embed],
+        f"{scope}/lm_proj/layer_norm/gamma": [d_embed],
+        f"{scope}/lm_proj/layer_norm/beta": [d_embed],
+        f"{scope}/lm_loss/bias": [vocab_size],
+    }
+
+
+def binary_head_variables(d_model):
+    return {
+        "model/binary_proj/dense/kernel": [d_model, d_model],
+        "model/binary_proj/dense/bias": [d_model],
+        "model/binary_loss/weight": [d_model],
+        "model/binary_loss/bias": [1],
+    }
+
+
+def electra_variables(d_model, n_head, d_head, d_inner, d_embed, vocab, n_enc, n_dec, shrink):
+    """Every variable of an ELECTRA model: discriminator, binary head, generator, generator LM head."""
+    dg, ng, fg = int(d_model * shrink), int(n_head * shrink), int(d_inner * shrink)
+    names = expected_variables(
+        "model", d_model, n_head, d_head, d_inner, d_embed, vocab, n_enc, n_dec
+    )
+    names.update(binary_head_variables(d_model))
+    names.update(expected_variables("generator", dg, ng, d_head, fg, d_embed, vocab, n_enc, n_dec))
+    names.update(mlm_head_variables("generator", dg, d_embed, vocab))
+    return names
+
+
+def variable_shapes(*modules):
+    shapes = {}
+    for module in modules:
+        shapes.update({n: v.shape.as_list() for n, v in module.named_variables().items()})
+    return shapes
+
+
+def make_features(batch_size, seq_len, num_predict, vocab_size, seed=0, pad=4):
+    """A hand-made pretraining batch: `<cls> A <sep> B <sep>`, the last row padded, targets masked.
+
+    Returns a dict of tensors shaped like input_func_builder's (see its make_features).
+    """
+    rng = np.random.default_rng(seed)
+    origin = rng.integers(len(SPECIALS), vocab_size, (batch_size, seq_len)).astype(np.int32)
+    seg = np.zeros((batch_size, seq_len), np.int32)
+    half = seq_len // 2
+    origin[:, 0], seg[:, 0] = CLS_ID, 2
+    origin[:, half - 1] = SEP_ID
+    origin[:, -1] = SEP_ID
+    seg[:, half:] = 1
+    origin[-1, -pad:], seg[-1, -pad:] = PAD_ID, 0
+    mapping = np.zeros((batch_size, num_predict, seq_len), np.float32)
+    is_target = np.zeros((batch_size, seq_len), bool)
+    for b in range(batch_size):
+        candidates = np.flatnonzero(~np.isin(origin[b], [CLS_ID, SEP_ID, PAD_ID]))
+        positions = np.sort(rng.choice(candidates, num_predict, replace=False))
+        mapping[b, np.arange(num_predict), positions] = 1.0
+        is_target[b, positions] = True
+    masked = np.where(is_target, MASK_ID, origin)
+    target = np.take_along_axis(origin, mapping.argmax(-1), axis=1)
+    features = {
+        "masked_input": masked,
+        "origin_input": origin,
+        "seg_id": seg,
+        "is_target": is_target,
+        "input_mask": np.isin(masked, [MASK_ID, PAD_ID]).astype(np.float32),
+        "pad_mask": (masked == PAD_ID).astype(np.float32),
+        "target_mapping": mapping,
+        "target": target.astype(np.int32),
+        "target_mask": np.ones((batch_size, num_predict), np.float32),
+    }
+    return {k: tf.constant(v) for k, v in features.items()}
+
+
+def np_log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def write_text(path, num_docs=40, seed=0):
+    """A small corpus in the pretraining text format, for when ../shared/data is absent."""
+    rng = np.random.default_rng(seed)
+    subjects = ["the cat", "a dog", "the old man", "my sister", "the teacher", "a bird"]
+    verbs = ["sees", "likes", "finds", "paints", "follows", "hears"]
+    objects = ["the river", "a red ball", "the small house", "an apple", "the garden", "music"]
+    docs = []
+    for _ in range(num_docs):
+        lines = [
+            f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} today."
+            for _ in range(rng.integers(3, 9))
+        ]
+        docs.append("\n".join(lines))
+    path.write_text("\n\n".join(docs) + "\n")
+
+
+def build_vocab(text_path, vocab_path, num_words=150):
+    """Word-piece vocabulary: specials, every character alone and as `##` piece, frequent words."""
+    basic = tokenization.BasicTokenizer(uncased=True)
+    words = collections.Counter(basic.tokenize(text_path.read_text(encoding="utf-8")))
+    chars = sorted({c for w in words for c in w})
+    frequent = [w for w, _ in words.most_common() if len(w) > 1][:num_words]
+    tokens = SPECIALS + chars + [f"##{c}" for c in chars] + frequent
+    vocab_path.write_text("\n".join(tokens) + "\n")
+    return len(tokens)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """(vocab path, vocab size, record dir) with train and dev records of seq_len 32."""
+    root = tmp_path_factory.mktemp("pretrain_data")
+    wiki = SHARED_DATA / "pretrain" / "wiki_00"
+    if wiki.is_file():
+        text_path = wiki
+    else:
+        text_path = root / "text.txt"
+        write_text(text_path)
+    vocab_path = root / "vocab.txt"
+    vocab_size = build_vocab(text_path, vocab_path)
+    tokenizer = tokenization.get_tokenizer("word_piece", str(vocab_path), uncased=True)
+    record_dir = root / "records"
+    for split, pass_id in (("train", 0), ("dev", 1)):
+        _, count = create_pretrain_data.create_pretrain_data(
+            tokenizer, str(text_path), str(record_dir), seq_len=32, split=split, pass_id=pass_id
+        )
+        assert count > 50
+    return vocab_path, vocab_size, record_dir
+
+
+# --------------------------------------------------------------------------------------- unit tests
+@pytest.mark.parametrize(
+    "d_model,n_head,d_inner,expected",
+    [(768, 12, 3072, (192, 3, 768)), (1024, 16, 4096, (256, 4, 1024))],
+)
+def test_generator_config_matches_spec(d_model, n_head, d_inner, expected):
+    cfg = tiny_config(
+        block_size="6_6_6",
+        d_model=d_model,
+        d_embed=d_model,
+        n_head=n_head,
+        d_head=64,
+        d_inner=d_inner,
+    )
+    gen = pretrain.generator_config(cfg, 0.25)
+    assert (gen.d_model, gen.n_head, gen.d_inner) == expected
+    unchanged = ("d_head", "d_embed", "block_size", "decoder_size", "vocab_size", "ff_activation")
+    assert all(getattr(gen, k) == getattr(cfg, k) for k in unchanged)
+
+
+def test_generator_config_rejects_empty_generator():
+    with pytest.raises(ValueError, match="width_shrink.*n_head=0"):
+        pretrain.generator_config(tiny_config(n_head=2), 0.25)
+    with pytest.raises(ValueError, match="width_shrink"):
+        pretrain.generator_config(tiny_config(), 0.0)
+
+
+@pytest.mark.parametrize(
+    "value,expected", [("MLM", "mlm"), ("ELECTRA", "electra"), ("Electra", "electra")]
+)
+def test_loss_type_any_case(value, expected):
+    assert pretrain.parse_loss_type(value) == expected
+
+
+def test_loss_type_unknown():
+    with pytest.raises(ValueError, match="--loss_type='bert'.*mlm or electra"):
+        pretrain.parse_loss_type("bert")
+
+
+def test_gumbel_sample_follows_softmax():
+    tf.random.set_seed(1)
+    probs = np.array([0.5, 0.3, 0.15, 0.05])
+    logits = tf.constant(np.log(np.tile(probs, (40000, 1))) + 3.0, tf.float32)
+    samples = pretrain.gumbel_sample(logits).numpy()
+    freq = np.bincount(samples, minlength=4) / samples.size
+    # 4 standard errors of a binomial proportion at n = 40000.
+    np.testing.assert_allclose(freq, probs, atol=4 * np.sqrt(0.25 / 40000))
+
+
+def test_scatter_targets():
+    mapping = np.zeros((1, 3, 6), np.float32)
+    mapping[0, 0, 1] = mapping[0, 1, 4] = 1.0  # the third slot is unused
+    is_target = np.array([[False, True, False, False, True, False]])
+    out = pretrain.scatter_targets(
+        tf.constant([[7, 9, 5]]),
+        tf.constant(mapping),
+        tf.constant(is_target),
+        tf.constant([[1, 2, 3, 4, 5, 6]]),
+    )
+    np.testing.assert_array_equal(out.numpy(), [[1, 7, 3, 4, 9, 6]])
+
+
+def test_mlm_forward_loss_and_accuracy():
+    cfg = tiny_config()
+    model = modeling.FunnelTFM(cfg)
+    features = make_features(3, 16, 4, cfg.vocab_size)
+    out = pretrain.mlm_forward(model, features, is_training=False)
+    logits = out["logits"].numpy()
+    target = features["target"].numpy()
+    nll = -np.take_along_axis(np_log_softmax(logits.astype(np.float64)), target[..., None], -1)[
+        ..., 0
+    ]
+    np.testing.assert_allclose(out["loss"].numpy(), nll.mean(), rtol=1e-5)
+    np.testing.assert_allclose(out["mlm_accuracy"].numpy(), (logits.argmax(-1) == target).mean())
+    expected = expected_variables("model", 32, 4, 8, 48, 32, cfg.vocab_size, 3, 1)
+    expected.update(mlm_head_variables("model", 32, 32, cfg.vocab_size))
+    assert variable_shapes(model) == expected
+
+
+def _electra(cfg, shrink=0.5):
+    model = modeling.FunnelTFM(cfg, "model")
+    generator = modeling.FunnelTFM(pretrain.generator_config(cfg, shrink), "generator")
+    return model, generator
+
+
+@pytest.mark.parametrize("d_embed", [32, 24])
+def test_electra_variables_match_spec(d_embed):
+    cfg = tiny_config(d_embed=d_embed)
+    model, generator = _electra(cfg)
+    pretrain.electra_forward(model, generator, make_features(2, 16, 3, cfg.vocab_size), True, 50.0)
+    expected = electra_variables(32, 4, 8, 48, d_embed, cfg.vocab_size, 3, 1, 0.5)
+    assert variable_shapes(model, generator) == expected
+    # The generator is narrower than the embedding, so it always projects it.
+    assert expected["generator/encoder/input_projection/kernel"] == [d_embed, 16]
+
+
+def test_electra_forward_plumbing():
+    """A generator forced to always sample one token id: every downstream value is predictable."""
+    tf.random.set_seed(0)
+    cfg = tiny_config()
+    model, generator = _electra(cfg)
+    features = make_features(3, 16, 4, cfg.vocab_size, seed=3)
+    pretrain.electra_forward(model, generator, features, False, 50.0)
+    forced = 7
+    bias = np.zeros(cfg.vocab_size, np.float32)
+    bias[forced] = 100.0
+    generator.named_variables()["generator/lm_loss/bias"].assign(bias)
+
+    out = pretrain.electra_forward(model, generator, features, False, 50.0)
+    origin = features["origin_input"].numpy()
+    is_target = features["is_target"].numpy()
+    pad = features["pad_mask"].numpy()
+    expected_sample = np.where(is_target, forced, origin)
+    np.testing.assert_array_equal(out["sample_input"].numpy(), expected_sample)
+    binary = (expected_sample == origin).astype(np.int32)
+    np.testing.assert_array_equal(out["binary_target"].numpy(), binary)
+    assert out["real_ratio"].numpy() == pytest.approx((origin[is_target] == forced).mean())
+
+    target = features["target"].numpy()
+    gen_logits = out["gen_logits"].numpy().astype(np.float64)
+    nll = -np.take_along_axis(np_log_softmax(gen_logits), target[..., None], -1)[..., 0]
+    assert out["gen_loss"].numpy() == pytest.approx(nll.mean(), rel=1e-5)
+    assert out["gen_accuracy"].numpy() == pytest.approx((target == forced).mean())
+
+    # The discriminator reads the sampled input (not the masked one) and masks only padding.
+    embed, _ = model.input_embedding(tf.constant(expected_sample), False, features["seg_id"])
+    hidden, _, _ = model.encode(embed, False, features["seg_id"], features["pad_mask"], True)
+    disc_logits = model.binary_logits(hidden).numpy()
+    np.testing.assert_allclose(out["disc_logits"].numpy(), disc_logits, rtol=1e-5, atol=1e-6)
+    z = disc_logits.astype(np.float64)
+    per_token = np.maximum(z, 0) - z * binary + np.log1p(np.exp(-np.abs(z)))
+    disc_loss = (per_token * (1 - pad)).sum() / (1 - pad).sum()
+    assert out["disc_loss"].numpy() == pytest.approx(disc_loss, rel=1e-5)
+    disc_acc = (((z > 0).astype(np.int32) == binary) * (1 - pad)).sum() / (1 - pad).sum()
+    assert out["disc_accuracy"].numpy() == pytest.approx(disc_acc)
+    assert out["loss"].numpy() == pytest.approx(nll.mean() + 50.0 * disc_loss, rel=1e-5)
+
+
+def test_electra_gradients_shared_embedding_and_no_sample_gradient():
+    cfg = tiny_config()
+    model, generator = _electra(cfg)
+    features = make_features(2, 16, 3, cfg.vocab_size)
+    pretrain.electra_forward(model, generator, features, True, 50.0)
+    gen_vars = generator.named_variables()
+    table = model.named_variables()["model/input/word_embedding/lookup_table"]
+    with tf.GradientTape(persistent=True) as tape:
+        out = pretrain.electra_forward(model, generator, features, True, 50.0)
+    # The generator trains the shared embedding...
+    gen_grad = tape.gradient(out["gen_loss"], table)
+    assert gen_grad is not None and np.abs(tf.convert_to_tensor(gen_grad).numpy()).sum() > 0
+    # ...and the discriminator loss does not reach the generator through the samples.
+    disc_grads = tape.gradient(out["disc_loss"], list(gen_vars.values()))
+    assert all(g is None for g in disc_grads)
+    # Every variable of both networks gets a gradient from the total loss.
+    all_vars = {**model.named_variables(), **gen_vars}
+    grads = tape.gradient(out["loss"], list(all_vars.values()))
+    assert [n for n, g in zip(all_vars, grads, strict=True) if g is None] == []
+
+
+def test_corpus_fixture(corpus):
+    vocab_path, vocab_size, record_dir = corpus
+    print(vocab_size, sorted(p.name for p in record_dir.iterdir()))
