@@ -134,7 +134,9 @@ def atomic_output_path(path):
     A reader never sees a half-written `path`: on error the temporary file is removed and `path`
     is left as it was. Works for local and gs:// paths (tf.io.gfile).
     """
-    tmp_path = f"{path}.tmp-{uuid.uuid4().hex}"
+    # A hidden name with the random part first never matches a glob for the finished files.
+    head, tail = os.path.split(path)
+    tmp_path = os.path.join(head, f".tmp-{uuid.uuid4().hex}-{tail}")
     try:
         yield tmp_path
         tf.io.gfile.rename(tmp_path, path, overwrite=True)

@@ -25,7 +25,6 @@ original, the pad positions get `SEG_ID_PAD`, and the truncated boundary list is
 
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
@@ -37,8 +36,6 @@ SAMPLE_STRATEGIES = ("single_token", "whole_word", "token_span", "word_span")
 # token_span/word_span lay spans out over words with slots shorter by this factor (about 1.2 word
 # pieces per word), the original's constant.
 _TOKENS_PER_WORD = 1.2
-
-_COMPLETE_META = re.compile(r"\.json-\d+-of-\d+$")
 
 
 def _split_dirs(record_dirs: str | Sequence[str]) -> list[str]:
@@ -66,8 +63,6 @@ def get_record_info(
     pattern = data_utils.pretrain_meta_glob(split, seq_len, uncased)
     for record_dir in _split_dirs(record_dirs):
         metas = sorted(tf.io.gfile.glob(os.path.join(record_dir, pattern)))
-        # A meta file being written by create_pretrain_data.py has a temporary suffix.
-        metas = [m for m in metas if _COMPLETE_META.search(m)]
         if not metas:
             raise ValueError(
                 f"record directory {record_dir!r} has no meta file matching {pattern!r} "
