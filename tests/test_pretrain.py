@@ -1,17 +1,27 @@
 """Pretraining: the MLM and ELECTRA objectives, checkpoint names, and tiny end-to-end runs of pretrain.py."""
 
 import collections
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import create_pretrain_data
+import model_utils
 import modeling
+import optimization
 import pretrain
 import tokenization
 from conftest import SHARED_DATA
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SEQ_LEN = 32
 SPECIALS = ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>"]
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
 
@@ -203,9 +213,9 @@ def corpus(tmp_path_factory):
     vocab_size = build_vocab(text_path, vocab_path)
     tokenizer = tokenization.get_tokenizer("word_piece", str(vocab_path), uncased=True)
     record_dir = root / "records"
-    for split, pass_id in (("train", 0), ("dev", 1)):
+    for split in ("train", "dev"):
         _, count = create_pretrain_data.create_pretrain_data(
-            tokenizer, str(text_path), str(record_dir), seq_len=32, split=split, pass_id=pass_id
+            tokenizer, str(text_path), str(record_dir), seq_len=SEQ_LEN, split=split
         )
         assert count > 50
     return vocab_path, vocab_size, record_dir
@@ -370,6 +380,236 @@ def test_electra_gradients_shared_embedding_and_no_sample_gradient():
     assert [n for n, g in zip(all_vars, grads, strict=True) if g is None] == []
 
 
-def test_corpus_fixture(corpus):
-    vocab_path, vocab_size, record_dir = corpus
-    print(vocab_size, sorted(p.name for p in record_dir.iterdir()))
+# ------------------------------------------------------------------------------------ end-to-end runs
+TINY_MODEL_FLAGS = [
+    "--block_size=1_1_1",
+    "--decoder_size=1",
+    "--d_model=32",
+    "--d_embed=32",
+    "--n_head=4",
+    "--d_head=8",
+    "--d_inner=64",
+    "--width_shrink=0.5",
+]
+
+
+def run_script(script, *args):
+    """Runs tensorflow/<script> on the CPU; returns the CompletedProcess (stdout and stderr together in .stdout)."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, str(REPO / "tensorflow" / script), *map(str, args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+
+
+def pretrain_args(corpus, model_dir, *extra):
+    vocab_path, _, record_dir = corpus
+    return [
+        f"--record_dir={record_dir}",
+        f"--tokenizer_path={vocab_path}",
+        f"--model_dir={model_dir}",
+        f"--seq_len={SEQ_LEN}",
+        "--num_predict=5",
+        "--train_batch_size=16",
+        "--learning_rate=1e-3",
+        "--warmup_steps=20",
+        "--iterations=50",
+        "--log_freq=20",
+        *TINY_MODEL_FLAGS,
+        *extra,
+    ]
+
+
+def check_ok(result):
+    assert result.returncode == 0, result.stdout[-3000:]
+    return result
+
+
+def read_scalars(log_dir):
+    """{tag: [(step, value), ...]} from the TensorBoard event files directly in `log_dir`."""
+    scalars = collections.defaultdict(list)
+    for path in sorted(pathlib.Path(log_dir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars[value.tag].append((event.step, float(tf.make_ndarray(value.tensor))))
+    return {tag: sorted(values) for tag, values in scalars.items()}
+
+
+@pytest.fixture(scope="module")
+def electra_run(corpus, tmp_path_factory):
+    """200 ELECTRA steps through the train.py alias (loss type spelled as in the seed), then evaluation."""
+    model_dir = tmp_path_factory.mktemp("electra")
+    args = pretrain_args(
+        corpus,
+        model_dir,
+        "--loss_type=ELECTRA",
+        "--train_steps=200",
+        "--save_steps=100",
+        "--do_eval",
+        "--start_eval_steps=0",
+        "--eval_batch_size=16",
+    )
+    check_ok(run_script("train.py", *args))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def mlm_run(corpus, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("mlm")
+    args = pretrain_args(corpus, model_dir, "--loss_type=mlm", "--train_steps=200")
+    check_ok(run_script("pretrain.py", *args))
+    return model_dir
+
+
+def tiny_run_config(vocab_size):
+    return tiny_config(vocab_size=vocab_size, d_inner=64, dropout=0.1, dropatt=0.1)
+
+
+def full_checkpoint_names(trainable):
+    """A full checkpoint: the variables, their Adam slots, and global_step."""
+    names = dict(trainable)
+    for name, shape in trainable.items():
+        names[f"{name}/adam_m"] = shape
+        names[f"{name}/adam_v"] = shape
+    names["global_step"] = []
+    return names
+
+
+def test_electra_run_losses_fall_and_are_logged(electra_run):
+    scalars = read_scalars(electra_run)
+    for tag in ("loss", "gen_loss", "disc_loss", "real_ratio", "gen_accuracy", "disc_accuracy"):
+        assert [step for step, _ in scalars[tag]] == list(range(20, 201, 20)), tag
+    first, last = scalars["loss"][0][1], scalars["loss"][-1][1]
+    assert last < 0.8 * first
+    assert scalars["gen_loss"][-1][1] < scalars["gen_loss"][0][1] - 0.5
+    assert scalars["disc_loss"][-1][1] < scalars["disc_loss"][0][1]
+    assert all(0.0 <= v <= 1.0 for _, v in scalars["real_ratio"])
+
+
+def test_electra_checkpoint_is_full_with_spec_names(electra_run, corpus):
+    _, vocab_size, _ = corpus
+    path = str(electra_run / "model.ckpt-200")
+    trainable = electra_variables(32, 4, 8, 64, 32, vocab_size, 3, 1, 0.5)
+    got = {name: shape for name, shape in tf.train.list_variables(path)}
+    assert got == full_checkpoint_names(trainable)
+    assert tf.train.load_checkpoint(path).get_tensor("global_step") == 200
+    config = modeling.ModelConfig.init_from_json(str(electra_run / "net_config.json"))
+    assert config == tiny_run_config(vocab_size)
+
+
+def test_electra_eval_on_held_out_split(electra_run):
+    results = json.loads((electra_run / "eval_dev.json").read_text())
+    assert sorted(results) == ["100", "200"]
+    for metrics in results.values():
+        assert set(metrics) == {"loss", *pretrain.MONITORS["electra"]}
+        assert all(np.isfinite(v) for v in metrics.values())
+    first_train_loss = read_scalars(electra_run)["loss"][0][1]
+    assert results["200"]["loss"] < 0.8 * first_train_loss
+    assert [s for s, _ in read_scalars(electra_run / "eval_dev")["loss"]] == [100, 200]
+
+
+def test_resume_continues_from_saved_step(electra_run, corpus, tmp_path):
+    model_dir = tmp_path / "resumed"
+    shutil.copytree(electra_run, model_dir)
+    before = tf.train.load_checkpoint(str(model_dir / "model.ckpt-200"))
+    args = pretrain_args(corpus, model_dir, "--loss_type=electra", "--train_steps=240")
+    check_ok(run_script("pretrain.py", *args))
+    after = tf.train.load_checkpoint(str(model_dir / "model.ckpt-240"))
+    assert after.get_tensor("global_step") == 240
+    # The resumed run logs only steps after 200, and starts from the trained loss, not from scratch.
+    new_steps = [s for s, _ in read_scalars(model_dir)["loss"] if s > 200]
+    assert new_steps == [220, 240]
+    losses = dict(read_scalars(model_dir)["loss"])
+    assert losses[220] < 0.85 * losses[20]
+    # Adam's second moments kept accumulating from the saved ones rather than restarting from zero.
+    name = "model/encoder/layer_0/ff/layer_1/kernel/adam_v"
+    assert np.abs(after.get_tensor(name) - before.get_tensor(name)).max() > 0
+    assert np.abs(after.get_tensor(name)).sum() > 0.5 * np.abs(before.get_tensor(name)).sum()
+
+
+def test_mlm_run(mlm_run, corpus):
+    _, vocab_size, _ = corpus
+    scalars = read_scalars(mlm_run)
+    assert scalars["loss"][-1][1] < scalars["loss"][0][1] - 0.5
+    assert scalars["mlm_accuracy"][-1][1] > scalars["mlm_accuracy"][0][1]
+    trainable = expected_variables("model", 32, 4, 8, 64, 32, vocab_size, 3, 1)
+    trainable.update(mlm_head_variables("model", 32, 32, vocab_size))
+    got = dict(tf.train.list_variables(str(mlm_run / "model.ckpt-200")))
+    assert got == full_checkpoint_names(trainable)
+
+
+def test_core_export_initializes_finetuning(electra_run, corpus, tmp_path):
+    _, vocab_size, _ = corpus
+    core = tmp_path / "core" / "model.ckpt"
+    check_ok(run_script("modify_ckpt.py", f"--src_ckpt={electra_run}", f"--tgt_ckpt={core}"))
+    core_names = dict(tf.train.list_variables(str(core)))
+    expected = expected_variables("model", 32, 4, 8, 64, 32, vocab_size, 3, 1)
+    expected.update(binary_head_variables(32))
+    assert core_names == expected
+
+    # A classifier starts from the pretrained encoder; only its new heads keep their initial values.
+    config = modeling.ModelConfig.init_from_json(str(electra_run / "net_config.json"))
+    classifier = modeling.FunnelTFM(config)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(len(SPECIALS), vocab_size, (16, SEQ_LEN)).astype(np.int32)
+    ids[:, 0] = CLS_ID
+    labels = (ids[:, 1:] < vocab_size // 2).sum(-1) > (SEQ_LEN - 1) // 2
+    ids, labels = tf.constant(ids), tf.constant(labels.astype(np.int32))
+
+    def loss_fn():
+        per_example, _ = classifier.get_classification_loss(labels, ids, 2, True, "toy")
+        return tf.reduce_mean(per_example)
+
+    loss_fn()
+    report = model_utils.init_from_checkpoint(classifier, str(core))
+    assert sorted(report.missing) == [
+        "model/sequnece_summary/summary/bias",
+        "model/sequnece_summary/summary/kernel",
+        "model/toy/logit/bias",
+        "model/toy/logit/kernel",
+    ]
+    # The discriminator head and the decoder (a classifier reads the pooled encoder output) stay unused.
+    decoder = expected_variables("model", 32, 4, 8, 64, 32, vocab_size, 3, 1)
+    decoder = [n for n in decoder if n.startswith("model/decoder/")]
+    assert sorted(report.unused) == sorted([*binary_head_variables(32), *decoder])
+    reader = tf.train.load_checkpoint(str(electra_run / "model.ckpt-200"))
+    name = "model/encoder/layer_2/rel_attn/q/kernel"
+    np.testing.assert_array_equal(
+        classifier.named_variables()[name].numpy(), reader.get_tensor(name)
+    )
+    optimizer = optimization.AdamWeightDecay()
+    variables = list(classifier.named_variables().values())
+    losses = []
+    for step in range(30):
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True), 1e-3, step)
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--loss_type=bert"], "--loss_type='bert' must be mlm or electra"),
+        (["--num_predict=29"], "--num_predict=29 must be in (0, seq_len - 3 = 29)"),
+        (["--seq_len=30"], "seq_len=30 must be a multiple of 4"),
+        (["--record_dir={empty}"], "has no meta file"),
+    ],
+)
+def test_bad_input_one_line_error(corpus, tmp_path, extra, message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = pretrain_args(corpus, tmp_path / "model", "--train_steps=10")
+    args += [e.format(empty=empty) for e in extra]
+    result = run_script("pretrain.py", *args)
+    assert result.returncode != 0
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("pretrain.py: error: ") and message in last, result.stdout[-2000:]
+    assert "Traceback" not in result.stdout
