@@ -1,0 +1,503 @@
+"""Tests of the training engine: strategies, resume, loss scaling, warm start, logging, eval helpers.
+
+The multi-device tests run in subprocesses (this file is their entry point): one process splits the CPU into
+two logical devices for MirroredStrategy, two processes form a MultiWorkerMirroredStrategy cluster on
+loopback ports. Each must end with the weights of a one-device run on the same global batch.
+"""
+
+import json
+import logging as py_logging
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import types
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tensorflow"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import model_utils  # noqa: E402
+import modeling  # noqa: E402
+import optimization  # noqa: E402
+import training  # noqa: E402
+
+THIS_FILE = pathlib.Path(__file__).resolve()
+GLOBAL_BATCH = 8
+SEQ_LEN = 16
+N_EXAMPLES = 16  # two global batches, repeated
+OPT = optimization.OptimizerConfig(learning_rate=1e-3, warmup_steps=2, weight_decay=0.01, clip=0.5)
+
+
+def flag_values(**overrides):
+    values = dict(
+        use_tpu=False,
+        tpu=None,
+        master=None,
+        tpu_zone=None,
+        gcp_project=None,
+        tpu_job_name=None,
+        num_hosts=1,
+        num_core_per_host=1,
+    )
+    values.update(overrides)
+    return types.SimpleNamespace(**values)
+
+
+def tiny_config():
+    # Dropout 0: replicas must compute exactly what one device computes.
+    return modeling.ModelConfig(
+        block_size="1_1",
+        vocab_size=30,
+        d_embed=32,
+        d_model=32,
+        n_head=2,
+        d_head=8,
+        d_inner=48,
+        ff_activation="gelu",
+        dropout=0.0,
+        dropatt=0.0,
+        dropact=0.0,
+    )
+
+
+def make_data(seed=0):
+    rng = np.random.RandomState(seed)
+    ids = rng.randint(5, 30, size=(N_EXAMPLES, SEQ_LEN)).astype(np.int32)
+    ids[:, 0] = 1
+    seg = np.zeros_like(ids)
+    seg[:, 0] = 2
+    seg[:, SEQ_LEN // 2 :] = 1
+    mask = np.zeros(ids.shape, np.float32)
+    mask[::3, -4:] = 1.0
+    labels = rng.randint(0, 3, size=N_EXAMPLES).astype(np.int32)
+    return {"input_ids": ids, "segment_ids": seg, "input_mask": mask, "label_ids": labels}
+
+
+class Problem:
+    """A 3-class classifier on a tiny Funnel-Transformer and a fixed, repeated dataset."""
+
+    def __init__(self, fail_after_batches=None):
+        self.model = modeling.FunnelTFM(tiny_config())
+        self.data = make_data()
+        self.fail_after_batches = fail_after_batches
+
+    def forward(self, features, is_training):
+        summary, _ = self.model.get_pooled_output(
+            features["input_ids"],
+            is_training,
+            seg_id=features["segment_ids"],
+            input_mask=features["input_mask"],
+        )
+        return self.model.classification_loss(summary, features["label_ids"], 3, is_training, "cls")
+
+    def loss_fn(self, features, is_training):
+        per_example_loss, logits = self.forward(features, is_training)
+        top = tf.argmax(logits, -1, output_type=tf.int32)
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(top, features["label_ids"]), tf.float32))
+        return tf.reduce_mean(per_example_loss), {"accuracy": accuracy}
+
+    def dataset_fn(self, input_context):
+        dataset = tf.data.Dataset.from_tensor_slices(self.data)
+        if input_context.num_input_pipelines > 1:
+            dataset = dataset.shard(
+                input_context.num_input_pipelines, input_context.input_pipeline_id
+            )
+        dataset = dataset.repeat().batch(
+            input_context.get_per_replica_batch_size(GLOBAL_BATCH), drop_remainder=True
+        )
+        if self.fail_after_batches is not None:
+            # A crash in the middle of training: the input fails after this many batches.
+            limit = self.fail_after_batches
+            dataset = dataset.enumerate().map(
+                lambda i, batch: (tf.debugging.assert_less(i, tf.cast(limit, tf.int64)), batch)[1]
+            )
+        return dataset
+
+    def eval_dataset_fn(self, input_context):
+        dataset = tf.data.Dataset.from_tensor_slices(self.data)
+        return dataset.batch(input_context.get_per_replica_batch_size(4), drop_remainder=True)
+
+    def predict_fn(self, features):
+        _, logits = self.forward(features, False)
+        return {"logits": logits, "label_ids": features["label_ids"]}
+
+
+def make_init_checkpoint(path):
+    """A checkpoint of every variable of the tiny model, so every run starts from the same weights."""
+    problem = Problem()
+    problem.loss_fn({k: tf.constant(v[:2]) for k, v in problem.data.items()}, False)
+    return model_utils.save_checkpoint([problem.model], str(path))
+
+
+def run_training(strategy, model_dir, init_checkpoint, train_steps=6, **run_overrides):
+    problem = Problem(run_overrides.pop("fail_after_batches", None))
+    config = dict(
+        model_dir=str(model_dir),
+        train_steps=train_steps,
+        train_batch_size=GLOBAL_BATCH,
+        iterations=2,
+        save_steps=3,
+        log_freq=1,
+        init_checkpoint=str(init_checkpoint),
+    )
+    config.update(run_overrides)
+    result = training.train(
+        strategy,
+        problem.loss_fn,
+        problem.dataset_fn,
+        [problem.model],
+        OPT,
+        training.RunConfig(**config),
+    )
+    return problem, result
+
+
+def weights(problem):
+    return {name: var.numpy() for name, var in problem.model.named_variables().items()}
+
+
+def checkpoint_tensors(path):
+    reader = tf.train.load_checkpoint(path)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def assert_same_weights(actual, expected, atol=2e-5):
+    assert sorted(actual) == sorted(expected)
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=atol, err_msg=name)
+
+
+# ------------------------------------------------------------------------------------ flags and configs
+def test_resolve_precision():
+    assert training.resolve_precision(False, None) == "float32"
+    assert training.resolve_precision(True, None) == "bfloat16"
+    assert training.resolve_precision(True, "bfloat16") == "bfloat16"
+    assert training.resolve_precision(False, "float16") == "float16"
+    with pytest.raises(ValueError, match="--use_bfloat16 conflicts with --precision=float16"):
+        training.resolve_precision(True, "float16")
+    with pytest.raises(ValueError, match="--precision"):
+        training.resolve_precision(False, "int8")
+
+
+def test_run_config_from_flags_and_validation():
+    flags = types.SimpleNamespace(
+        model_dir="/tmp/x",
+        train_steps=10,
+        train_batch_size=4,
+        iterations=5,
+        save_steps=None,
+        max_save=0,
+        log_freq=2,
+        use_bfloat16=True,
+        precision=None,
+        init_checkpoint=None,
+        init_global_vars=False,
+    )
+    config = training.RunConfig.from_flags(flags)
+    assert config.precision == "bfloat16" and config.train_steps == 10
+    with pytest.raises(ValueError, match="--model_dir is required"):
+        training.RunConfig(model_dir="", train_steps=1, train_batch_size=1)
+    with pytest.raises(ValueError, match="--iterations must be > 0"):
+        training.RunConfig(model_dir="d", train_steps=1, train_batch_size=1, iterations=0)
+
+
+def test_strategy_from_flags():
+    strategy = training.get_strategy(flag_values())
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    assert strategy.num_replicas_in_sync == 1
+
+
+def test_multi_host_needs_tf_config(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="--num_hosts=2 .*TF_CONFIG"):
+        training.get_strategy(flag_values(num_hosts=2))
+    cluster = {"cluster": {"worker": ["localhost:1", "localhost:2", "localhost:3"]}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({**cluster, "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(ValueError, match="--num_hosts=2 but TF_CONFIG lists 3 workers"):
+        training.get_strategy(flag_values(num_hosts=2))
+
+
+def test_model_config_from_flags(tmp_path):
+    config = tiny_config()
+    path = tmp_path / "net_config.json"
+    config.to_json(str(path))
+    flags = types.SimpleNamespace(
+        model_config=str(path), overwrite_keys="d_inner, dropout", d_inner=64, dropout=0.3
+    )
+    loaded = training.model_config_from_flags(flags, vocab_size=30)
+    assert loaded.d_inner == 64 and loaded.dropout == 0.3 and loaded.d_model == config.d_model
+    with pytest.raises(ValueError, match="vocab_size 30 but the tokenizer .* has 31 entries"):
+        training.model_config_from_flags(flags, vocab_size=31)
+    flags.overwrite_keys = "d_inner,colour"
+    with pytest.raises(ValueError, match="--overwrite_keys"):
+        training.model_config_from_flags(flags)
+
+
+# ------------------------------------------------------------------------------------------- training
+def test_train_logs_saves_and_learns(tmp_path, caplog):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    caplog.set_level(py_logging.INFO)
+    problem, result = run_training(
+        strategy, tmp_path / "run", init, train_steps=12, save_steps=4, max_save=2, log_freq=4
+    )
+    assert result["global_step"] == 12
+
+    # Logging: step, loss, learning rate, examples/sec and ETA every log_freq steps.
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(" |")[0] for line in lines] == ["step 4/12", "step 8/12", "step 12/12"]
+    for part in ("loss ", "lr ", "grad_norm ", "accuracy ", "examples/sec", "ETA "):
+        assert all(part in line for line in lines)
+
+    # The same scalars as TensorBoard summaries.
+    losses = {}
+    for event_file in tf.io.gfile.glob(str(tmp_path / "run" / "events.out.*")):
+        for event in tf.compat.v1.train.summary_iterator(event_file):
+            for value in event.summary.value:
+                if value.tag == "loss":
+                    losses[event.step] = float(tf.make_ndarray(value.tensor))
+    assert sorted(losses) == [4, 8, 12]
+    assert losses[12] < losses[4]  # it learns the 16 examples
+
+    # Name-based checkpoints, only the last max_save kept, with global_step and the Adam slots.
+    assert model_utils.list_checkpoints(str(tmp_path / "run")) == [
+        str(tmp_path / "run" / "model.ckpt-8"),
+        str(tmp_path / "run" / "model.ckpt-12"),
+    ]
+    assert not tf.io.gfile.glob(str(tmp_path / "run" / "model.ckpt-4.*"))
+    saved = checkpoint_tensors(str(tmp_path / "run" / "model.ckpt-12"))
+    assert saved["global_step"] == 12
+    name = "model/encoder/layer_0/rel_attn/q/kernel"
+    assert f"{name}/adam_m" in saved and f"{name}/adam_v" in saved
+    assert_same_weights({k: saved[k] for k in weights(problem)}, weights(problem), atol=0)
+
+    # The logged learning rate is the one of the last update.
+    assert result["learning_rate"] == pytest.approx(float(OPT.get_learning_rate(11, 12)))
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    reference, result = run_training(strategy, tmp_path / "full", init, train_steps=6)
+    assert result["global_step"] == 6
+
+    # The input fails at the 5th batch: the checkpoint of step 4 survives the crash.
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        run_training(
+            strategy, tmp_path / "crash", init, train_steps=6, save_steps=2, fail_after_batches=4
+        )
+    assert model_utils.latest_checkpoint(str(tmp_path / "crash")).endswith("model.ckpt-4")
+
+    # A fresh process state resumes from it by itself (init_checkpoint is ignored once model_dir has one),
+    # and, the data having a period of 2 batches, sees the same batches as the uninterrupted run.
+    resumed, result = run_training(strategy, tmp_path / "crash", init, train_steps=6)
+    assert result["global_step"] == 6
+    assert_same_weights(weights(resumed), weights(reference), atol=1e-6)
+    full = checkpoint_tensors(str(tmp_path / "full" / "model.ckpt-6"))
+    after_crash = checkpoint_tensors(str(tmp_path / "crash" / "model.ckpt-6"))
+    assert_same_weights(after_crash, full, atol=1e-6)  # slots and global_step too
+
+    # Training to the same step again does nothing.
+    _, result = run_training(strategy, tmp_path / "crash", init, train_steps=6)
+    assert result == {"global_step": 6}
+
+
+def test_warm_start_trainable_only_or_all(tmp_path):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    run_training(strategy, tmp_path / "first", init, train_steps=3)
+    trained = str(tmp_path / "first" / "model.ckpt-3")
+    saved = checkpoint_tensors(trained)
+
+    # Default (finetuning): the trainable variables only, so training starts at step 0 from the
+    # checkpoint's weights: the first step's loss is the loss of those weights.
+    _, result = run_training(strategy, tmp_path / "a", trained, train_steps=1, log_freq=1)
+    assert result["global_step"] == 1
+    check = Problem()
+    first_batch = {k: tf.constant(v[:GLOBAL_BATCH]) for k, v in check.data.items()}
+    check.loss_fn(first_batch, False)
+    training.restore_checkpoint([check.model], trained)
+    assert result["loss"] == pytest.approx(float(check.loss_fn(first_batch, False)[0]), abs=1e-5)
+
+    # With init_global_vars: global_step (3 >= train_steps) and the slots come from the checkpoint.
+    problem, result = run_training(
+        strategy, tmp_path / "b", trained, train_steps=3, init_global_vars=True
+    )
+    assert result == {"global_step": 3}
+    assert_same_weights(weights(problem), {k: saved[k] for k in weights(problem)}, atol=0)
+
+
+def test_float16_loss_scale_skips_non_finite_steps(tmp_path):
+    """A step whose gradient overflows leaves weights and slots alone and halves the loss scale."""
+
+    class Linear(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = None
+
+        def named_variables(self):
+            return {"lin/w": self.w}
+
+        def __call__(self, x):
+            if self.w is None:
+                with tf.init_scope():
+                    self.w = tf.Variable(tf.fill([3, 1], 0.01), name="lin/w")
+            return tf.matmul(tf.cast(x, tf.float16), tf.cast(self.w, tf.float16))
+
+    model = Linear()
+    # The second batch does not fit in float16: its loss and gradient are not finite.
+    x = np.ones((6, 3), np.float32)
+    x[2:4] = 1e7
+
+    def dataset_fn(input_context):
+        return tf.data.Dataset.from_tensor_slices({"x": x}).batch(2).repeat()
+
+    def loss_fn(features, is_training):
+        return tf.reduce_mean(tf.cast(model(features["x"]), tf.float32) ** 2), {}
+
+    config = training.RunConfig(
+        model_dir=str(tmp_path),
+        train_steps=3,
+        train_batch_size=2,
+        precision="float16",
+        save_steps=1,
+        log_freq=1,
+    )
+    strategy = training.get_strategy(flag_values())
+    training.train(strategy, loss_fn, dataset_fn, [model], OPT, config)
+    ckpt = [checkpoint_tensors(str(tmp_path / f"model.ckpt-{step}")) for step in (1, 2, 3)]
+    scale = "loss_scale/current_loss_scale"
+    assert [c[scale] for c in ckpt] == [2.0**15, 2.0**14, 2.0**14]
+    assert [int(c["global_step"]) for c in ckpt] == [1, 2, 3]
+    skipped = {**ckpt[0], scale: 2.0**14, "global_step": 2, "loss_scale/good_steps": 0}
+    assert int(ckpt[0]["loss_scale/good_steps"]) == 1
+    assert_same_weights(ckpt[1], skipped, atol=0)  # weights and Adam slots unchanged
+    assert not np.array_equal(ckpt[2]["lin/w"], ckpt[1]["lin/w"])
+    assert np.all(np.isfinite(ckpt[2]["lin/w"]))
+
+
+# ---------------------------------------------------------------------------------- evaluation helpers
+def test_iterate_checkpoints(tmp_path):
+    for step in (5, 10, 15):
+        for suffix in (".index", ".data-00000-of-00001"):
+            (tmp_path / f"model.ckpt-{step}{suffix}").write_text("")
+    (tmp_path / training.DONE_MARKER).mkdir()
+    found = list(training.iterate_checkpoints(str(tmp_path), start_step=5, end_step=15))
+    assert found == [(10, str(tmp_path / "model.ckpt-10")), (15, str(tmp_path / "model.ckpt-15"))]
+    assert [s for s, _ in training.iterate_checkpoints(str(tmp_path), latest_only=True)] == [15]
+    assert [s for s, _ in training.iterate_checkpoints(str(tmp_path), end_step=7)] == [5]
+
+
+def test_restore_checkpoint_and_predictor(tmp_path):
+    init = make_init_checkpoint(tmp_path / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    problem = Problem()
+    training.build_variables(strategy, problem.predict_fn, problem.eval_dataset_fn)
+    training.restore_checkpoint([problem.model], init)
+    outputs = training.Predictor(strategy, problem.predict_fn)(problem.eval_dataset_fn)
+    np.testing.assert_array_equal(outputs["label_ids"], problem.data["label_ids"])
+    _, expected = problem.forward({k: tf.constant(v) for k, v in problem.data.items()}, False)
+    np.testing.assert_allclose(outputs["logits"], expected.numpy(), atol=1e-5)
+
+    other = modeling.FunnelTFM(tiny_config())
+    other.get_pooled_output(tf.constant(problem.data["input_ids"][:1]), False)
+    other.classification_loss(tf.zeros([1, 32]), tf.constant([0]), 5, False, "other")
+    with pytest.raises(ValueError, match="lacks 2 variable"):
+        training.restore_checkpoint([other], init)
+
+
+# --------------------------------------------------------------------------------- multi-device runs
+def _run_subprocesses(commands, envs, timeout=240):
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd, env in zip(commands, envs, strict=True)
+    ]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for proc, output in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, output[-3000:]
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_mirrored_two_cpus_matches_one_device(tmp_path):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    cmd = [sys.executable, str(THIS_FILE), "mirrored", str(tmp_path), init]
+    _run_subprocesses([cmd], [dict(os.environ)])
+    single = dict(np.load(tmp_path / "single.npz"))
+    mirrored = dict(np.load(tmp_path / "mirrored.npz"))
+    predictions = {k: mirrored.pop(k) for k in list(mirrored) if k.startswith("pred/")}
+    assert_same_weights(mirrored, single)
+    # The trained weights differ from the initial ones, and predictions come back in dataset order.
+    assert not np.allclose(
+        single["model/cls/logit/kernel"], checkpoint_tensors(init)["model/cls/logit/kernel"]
+    )
+    np.testing.assert_array_equal(predictions["pred/label_ids"], make_data()["label_ids"])
+
+
+@pytest.mark.slow
+def test_multi_worker_matches_one_device(tmp_path):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    commands, envs = [], []
+    for index in range(2):
+        env = dict(os.environ)
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        )
+        commands.append([sys.executable, str(THIS_FILE), "worker", str(tmp_path), init, str(index)])
+        envs.append(env)
+    _run_subprocesses(commands, envs)
+
+    strategy = training.get_strategy(flag_values())
+    reference, _ = run_training(strategy, tmp_path / "single", init)
+    expected = weights(reference)
+    for index in range(2):
+        assert_same_weights(dict(np.load(tmp_path / f"worker{index}.npz")), expected)
+    # Only the chief writes checkpoints.
+    saved = checkpoint_tensors(str(tmp_path / "multi" / "model.ckpt-6"))
+    assert_same_weights({k: saved[k] for k in expected}, expected)
+
+
+def _subprocess_main(argv):
+    mode, out_dir, init = argv[1], pathlib.Path(argv[2]), argv[3]
+    if mode == "mirrored":
+        strategy = training.get_strategy(flag_values(num_core_per_host=2))
+        assert isinstance(strategy, tf.distribute.MirroredStrategy)
+        assert strategy.num_replicas_in_sync == 2
+        problem, _ = run_training(strategy, out_dir / "mirrored", init)
+        result = weights(problem)
+        predictions = training.Predictor(strategy, problem.predict_fn)(problem.eval_dataset_fn)
+        result.update({f"pred/{k}": v for k, v in predictions.items()})
+        np.savez(out_dir / "mirrored.npz", **result)
+        single, _ = run_training(
+            tf.distribute.OneDeviceStrategy("/cpu:0"), out_dir / "single", init
+        )
+        np.savez(out_dir / "single.npz", **weights(single))
+    elif mode == "worker":
+        strategy = training.get_strategy(flag_values(num_hosts=2))
+        assert isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        index = argv[4]
+        problem, _ = run_training(strategy, out_dir / "multi", init)
+        np.savez(out_dir / f"worker{index}.npz", **weights(problem))
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    _subprocess_main(sys.argv)
