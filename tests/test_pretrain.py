@@ -613,3 +613,18 @@ def test_bad_input_one_line_error(corpus, tmp_path, extra, message):
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("pretrain.py: error: ") and message in last, result.stdout[-2000:]
     assert "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_reduced_precision_matches_float32(precision):
+    cfg = tiny_config()
+    model, generator = _electra(cfg)
+    features = make_features(2, 16, 3, cfg.vocab_size)
+    ref = pretrain.electra_forward(model, generator, features, False, 50.0)
+    low = pretrain.electra_forward(model, generator, features, False, 50.0, precision=precision)
+    assert low["gen_logits"].dtype == tf.float32 and low["disc_logits"].dtype == tf.float32
+    assert low["gen_loss"].numpy() == pytest.approx(ref["gen_loss"].numpy(), rel=2e-2)
+    assert np.isfinite(low["disc_loss"].numpy())
+    ref_mlm = pretrain.mlm_forward(model, features, False)
+    low_mlm = pretrain.mlm_forward(model, features, False, precision=precision)
+    assert low_mlm["loss"].numpy() == pytest.approx(ref_mlm["loss"].numpy(), rel=2e-2)
