@@ -1,4 +1,7 @@
-"""Pretraining of Funnel-Transformer with the MLM or the ELECTRA objective.
+"""Pretraining of Funnel-Transformer with the MLM or the ELECTRA objective (`train.py` is an alias).
+
+    python tensorflow/pretrain.py --loss_type=electra --record_dir=proc_data/wiki \
+      --tokenizer_path=vocab.uncased.txt --model_dir=exp/pretrain --seq_len=512 --num_predict=85 ...
 
 ELECTRA (all released checkpoints are "-ELEC-"): a small generator (scope `generator`, `--width_shrink` of
 the discriminator's d_model, n_head and d_inner) reads the masked input through the discriminator's own
@@ -6,6 +9,10 @@ input embedding and is trained with MLM; one token per target is sampled from it
 logits); the discriminator (scope `model`) tells, for every non-padding token, whether it is the original
 token (label 1, the original's convention, SPEC §10.14) or a generator sample (label 0).
 Loss = gen_loss + disc_coeff * disc_loss.
+
+Writes into --model_dir: net_config.json, full checkpoints `model.ckpt-{step}` (model/..., generator/...,
+Adam slots, global_step), TensorBoard events, and with --do_eval `eval_{split}.json` and `eval_{split}/`.
+`modify_ckpt.py` exports a core-only checkpoint for finetuning. See docs/pretraining.md.
 """
 
 import json

@@ -442,14 +442,14 @@ def read_scalars(log_dir):
 
 @pytest.fixture(scope="module")
 def electra_run(corpus, tmp_path_factory):
-    """200 ELECTRA steps through the train.py alias (loss type spelled as in the seed), then evaluation."""
+    """160 ELECTRA steps through the train.py alias (loss type spelled as in the seed), then evaluation."""
     model_dir = tmp_path_factory.mktemp("electra")
     args = pretrain_args(
         corpus,
         model_dir,
         "--loss_type=ELECTRA",
-        "--train_steps=200",
-        "--save_steps=100",
+        "--train_steps=160",
+        "--save_steps=80",
         "--do_eval",
         "--start_eval_steps=0",
         "--eval_batch_size=16",
@@ -461,7 +461,7 @@ def electra_run(corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def mlm_run(corpus, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("mlm")
-    args = pretrain_args(corpus, model_dir, "--loss_type=mlm", "--train_steps=200")
+    args = pretrain_args(corpus, model_dir, "--loss_type=mlm", "--train_steps=160")
     check_ok(run_script("pretrain.py", *args))
     return model_dir
 
@@ -480,10 +480,11 @@ def full_checkpoint_names(trainable):
     return names
 
 
+@pytest.mark.slow
 def test_electra_run_losses_fall_and_are_logged(electra_run):
     scalars = read_scalars(electra_run)
     for tag in ("loss", "gen_loss", "disc_loss", "real_ratio", "gen_accuracy", "disc_accuracy"):
-        assert [step for step, _ in scalars[tag]] == list(range(20, 201, 20)), tag
+        assert [step for step, _ in scalars[tag]] == list(range(20, 161, 20)), tag
     first, last = scalars["loss"][0][1], scalars["loss"][-1][1]
     assert last < 0.8 * first
     assert scalars["gen_loss"][-1][1] < scalars["gen_loss"][0][1] - 0.5
@@ -491,47 +492,51 @@ def test_electra_run_losses_fall_and_are_logged(electra_run):
     assert all(0.0 <= v <= 1.0 for _, v in scalars["real_ratio"])
 
 
+@pytest.mark.slow
 def test_electra_checkpoint_is_full_with_spec_names(electra_run, corpus):
     _, vocab_size, _ = corpus
-    path = str(electra_run / "model.ckpt-200")
+    path = str(electra_run / "model.ckpt-160")
     trainable = electra_variables(32, 4, 8, 64, 32, vocab_size, 3, 1, 0.5)
     got = {name: shape for name, shape in tf.train.list_variables(path)}
     assert got == full_checkpoint_names(trainable)
-    assert tf.train.load_checkpoint(path).get_tensor("global_step") == 200
+    assert tf.train.load_checkpoint(path).get_tensor("global_step") == 160
     config = modeling.ModelConfig.init_from_json(str(electra_run / "net_config.json"))
     assert config == tiny_run_config(vocab_size)
 
 
+@pytest.mark.slow
 def test_electra_eval_on_held_out_split(electra_run):
     results = json.loads((electra_run / "eval_dev.json").read_text())
-    assert sorted(results) == ["100", "200"]
+    assert sorted(results, key=int) == ["80", "160"]
     for metrics in results.values():
         assert set(metrics) == {"loss", *pretrain.MONITORS["electra"]}
         assert all(np.isfinite(v) for v in metrics.values())
     first_train_loss = read_scalars(electra_run)["loss"][0][1]
-    assert results["200"]["loss"] < 0.8 * first_train_loss
-    assert [s for s, _ in read_scalars(electra_run / "eval_dev")["loss"]] == [100, 200]
+    assert results["160"]["loss"] < 0.8 * first_train_loss
+    assert [s for s, _ in read_scalars(electra_run / "eval_dev")["loss"]] == [80, 160]
 
 
+@pytest.mark.slow
 def test_resume_continues_from_saved_step(electra_run, corpus, tmp_path):
     model_dir = tmp_path / "resumed"
     shutil.copytree(electra_run, model_dir)
-    before = tf.train.load_checkpoint(str(model_dir / "model.ckpt-200"))
-    args = pretrain_args(corpus, model_dir, "--loss_type=electra", "--train_steps=240")
+    before = tf.train.load_checkpoint(str(model_dir / "model.ckpt-160"))
+    args = pretrain_args(corpus, model_dir, "--loss_type=electra", "--train_steps=180")
     check_ok(run_script("pretrain.py", *args))
-    after = tf.train.load_checkpoint(str(model_dir / "model.ckpt-240"))
-    assert after.get_tensor("global_step") == 240
-    # The resumed run logs only steps after 200, and starts from the trained loss, not from scratch.
-    new_steps = [s for s, _ in read_scalars(model_dir)["loss"] if s > 200]
-    assert new_steps == [220, 240]
+    after = tf.train.load_checkpoint(str(model_dir / "model.ckpt-180"))
+    assert after.get_tensor("global_step") == 180
+    # The resumed run logs only steps after 160, and starts from the trained loss, not from scratch.
+    new_steps = [s for s, _ in read_scalars(model_dir)["loss"] if s > 160]
+    assert new_steps == [180]
     losses = dict(read_scalars(model_dir)["loss"])
-    assert losses[220] < 0.85 * losses[20]
+    assert losses[180] < 0.85 * losses[20]
     # Adam's second moments kept accumulating from the saved ones rather than restarting from zero.
     name = "model/encoder/layer_0/ff/layer_1/kernel/adam_v"
     assert np.abs(after.get_tensor(name) - before.get_tensor(name)).max() > 0
     assert np.abs(after.get_tensor(name)).sum() > 0.5 * np.abs(before.get_tensor(name)).sum()
 
 
+@pytest.mark.slow
 def test_mlm_run(mlm_run, corpus):
     _, vocab_size, _ = corpus
     scalars = read_scalars(mlm_run)
@@ -539,10 +544,11 @@ def test_mlm_run(mlm_run, corpus):
     assert scalars["mlm_accuracy"][-1][1] > scalars["mlm_accuracy"][0][1]
     trainable = expected_variables("model", 32, 4, 8, 64, 32, vocab_size, 3, 1)
     trainable.update(mlm_head_variables("model", 32, 32, vocab_size))
-    got = dict(tf.train.list_variables(str(mlm_run / "model.ckpt-200")))
+    got = dict(tf.train.list_variables(str(mlm_run / "model.ckpt-160")))
     assert got == full_checkpoint_names(trainable)
 
 
+@pytest.mark.slow
 def test_core_export_initializes_finetuning(electra_run, corpus, tmp_path):
     _, vocab_size, _ = corpus
     core = tmp_path / "core" / "model.ckpt"
@@ -577,7 +583,7 @@ def test_core_export_initializes_finetuning(electra_run, corpus, tmp_path):
     decoder = expected_variables("model", 32, 4, 8, 64, 32, vocab_size, 3, 1)
     decoder = [n for n in decoder if n.startswith("model/decoder/")]
     assert sorted(report.unused) == sorted([*binary_head_variables(32), *decoder])
-    reader = tf.train.load_checkpoint(str(electra_run / "model.ckpt-200"))
+    reader = tf.train.load_checkpoint(str(electra_run / "model.ckpt-160"))
     name = "model/encoder/layer_2/rel_attn/q/kernel"
     np.testing.assert_array_equal(
         classifier.named_variables()[name].numpy(), reader.get_tensor(name)
@@ -594,6 +600,7 @@ def test_core_export_initializes_finetuning(electra_run, corpus, tmp_path):
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "extra,message",
     [
