@@ -545,8 +545,9 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
       run_config: `RunConfig`.
 
     Returns:
-      dict: "global_step" (int) and the last logged values (floats): loss, learning_rate, grad_norm, the
-      monitors, and loss_scale with float16.
+      dict: "global_step" (int) and the last logged values (floats): loss, grad_norm and the monitors
+      (means since the previous log), learning_rate (of the last update), and the current loss_scale with
+      float16.
     """
     rc = run_config
     modules = list(modules)
@@ -624,7 +625,6 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
         lr = opt_config.get_learning_rate(global_step, rc.train_steps)
         outputs = {"loss": step_loss}
         if use_loss_scale:
-            outputs["loss_scale"] = tf.identity(loss_scale.scale)
             grads = [g / loss_scale.scale for g in grads]
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
             grads, outputs["grad_norm"] = opt_config.process_gradients(grads, trained)
@@ -640,8 +640,6 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
         return {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
 
     output_names = ["loss", "grad_norm", *monitor_names]
-    if use_loss_scale:
-        output_names.append("loss_scale")
 
     @tf.function
     def train_loop(iterator, num_steps):
@@ -685,6 +683,9 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
             parts = [f"step {step}/{rc.train_steps}", f"loss {logged['loss']:.4f}"]
             parts.append(f"lr {logged['learning_rate']:.3e}")
             parts += [f"{name} {logged[name]:.4g}" for name in output_names[1:]]
+            if use_loss_scale:
+                logged["loss_scale"] = float(loss_scale.scale.numpy())
+                parts.append(f"loss_scale {logged['loss_scale']:g}")
             parts += [
                 f"{steps_per_sec * rc.train_batch_size:.1f} examples/sec",
                 f"ETA {_format_duration(eta)}",
