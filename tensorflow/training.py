@@ -661,22 +661,33 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
     logged = {}
     interval_sums = collections.defaultdict(float)
     interval_start_step, interval_start_time = step, time.time()
+    # (steps, seconds) of the first call, which includes tracing and compilation: left out of the
+    # throughput when its interval has other calls.
+    first_call = None
     while step < rc.train_steps:
         boundaries = [rc.iterations, rc.train_steps - step, rc.log_freq - step % rc.log_freq]
         if rc.save_steps:
             boundaries.append(rc.save_steps - step % rc.save_steps)
         num_steps = min(boundaries)
+        call_start = time.time()
         means = train_loop(iterator, tf.constant(num_steps))
         for name, value in means.items():
             interval_sums[name] += float(value) * num_steps
         step = int(global_step.numpy())
         done = step >= rc.train_steps
+        if first_call is None:
+            first_call = (num_steps, time.time() - call_start)
+            logging.info("First call of the train loop (with compilation): %.1f s.", first_call[1])
 
         if step % rc.log_freq == 0 or done:
             elapsed = time.time() - interval_start_time
             n = step - interval_start_step
             logged = {name: total / n for name, total in interval_sums.items()}
-            steps_per_sec = n / max(elapsed, 1e-9)
+            timed_steps, timed_secs = n, elapsed
+            if first_call and n > first_call[0]:
+                timed_steps, timed_secs = n - first_call[0], elapsed - first_call[1]
+            first_call = ()
+            steps_per_sec = timed_steps / max(timed_secs, 1e-9)
             eta = (rc.train_steps - step) / steps_per_sec
             # The learning rate of the last update.
             logged["learning_rate"] = float(opt_config.get_learning_rate(step - 1, rc.train_steps))
