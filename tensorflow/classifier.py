@@ -238,7 +238,6 @@ def train(strategy, task, processor, tokenizer, special_ids, net_config):
         optimization.OptimizerConfig.from_flags(FLAGS),
         training.RunConfig.from_flags(FLAGS),
     )
-    tf.io.gfile.makedirs(os.path.join(FLAGS.model_dir, training.DONE_MARKER))
 
 
 def evaluate(strategy, task, processor, tokenizer, special_ids):

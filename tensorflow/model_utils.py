@@ -14,6 +14,8 @@ import re
 import tensorflow as tf
 from absl import logging
 
+import data_utils
+
 _CKPT_STEP_RE = re.compile(r"-(\d+)$")
 # Optimizer state and the step counter: skipped quietly when a warm start does not use them.
 _QUIET_UNUSED_RE = re.compile(r"(/adam_m$|/adam_v$|^global_step$)")
@@ -80,8 +82,40 @@ def resolve_checkpoint(path):
         if found is None:
             raise ValueError(f"no checkpoint found in directory {path}")
         return found
-    if not tf.io.gfile.exists(path + ".index"):
-        raise ValueError(f"checkpoint {path} does not exist (no {path}.index)")
+    if tf.io.gfile.exists(path + ".index"):
+        return path
+    # `.../model.ckpt` when the files are `model.ckpt-NNNN.*`: take the highest step.
+    stepped = [p[: -len(".index")] for p in tf.io.gfile.glob(path + "-*.index")]
+    stepped = [p for p in stepped if checkpoint_step(p) is not None]
+    if stepped:
+        return max(stepped, key=checkpoint_step)
+    raise ValueError(f"checkpoint {path} does not exist (no {path}.index)")
+
+
+def _write_checkpoint(tensors, path, max_to_keep=0):
+    """Writes `tensors` (name -> tensor) at prefix `path`, then records it in the directory's state file.
+
+    Readers find checkpoints through the state file, so one is never picked up before all its files exist.
+    """
+    names = sorted(tensors)
+    model_dir = os.path.dirname(path) or "."
+    tf.io.gfile.makedirs(model_dir)
+    tf.raw_ops.SaveV2(
+        prefix=path,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tensors[n] for n in names],
+    )
+    kept = [p for p in list_checkpoints(model_dir) if p != path] + [path]
+    if max_to_keep and len(kept) > max_to_keep:
+        for old in kept[:-max_to_keep]:
+            for filename in tf.io.gfile.glob(old + ".*"):
+                tf.io.gfile.remove(filename)
+        kept = kept[-max_to_keep:]
+    # The text format of CheckpointState, as TF1's Saver wrote it.
+    lines = [f'model_checkpoint_path: "{os.path.basename(path)}"']
+    lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for p in kept]
+    data_utils.atomic_write_text(os.path.join(model_dir, "checkpoint"), "\n".join(lines) + "\n")
     return path
 
 
@@ -97,28 +131,7 @@ def save_checkpoint(objects, path, max_to_keep=0):
       `path`.
     """
     named = collect_variables(objects)
-    names = sorted(named)
-    model_dir = os.path.dirname(path) or "."
-    tf.io.gfile.makedirs(model_dir)
-    tf.raw_ops.SaveV2(
-        prefix=path,
-        tensor_names=names,
-        shape_and_slices=[""] * len(names),
-        tensors=[named[n].read_value() for n in names],
-    )
-    previous = [p for p in list_checkpoints(model_dir) if p != path]
-    kept = previous + [path]
-    if max_to_keep and len(kept) > max_to_keep:
-        for old in kept[:-max_to_keep]:
-            for filename in tf.io.gfile.glob(old + ".*"):
-                tf.io.gfile.remove(filename)
-        kept = kept[-max_to_keep:]
-    tf.compat.v1.train.update_checkpoint_state(
-        model_dir,
-        os.path.basename(path),
-        all_model_checkpoint_paths=[os.path.basename(p) for p in kept],
-    )
-    return path
+    return _write_checkpoint({n: v.read_value() for n, v in named.items()}, path, max_to_keep)
 
 
 @dataclasses.dataclass
@@ -167,9 +180,14 @@ def init_from_checkpoint(objects, init_checkpoint, trainable_only=False):
     logging.info("Loaded %d variables from %s", len(loaded), path)
     for name in missing:
         logging.info("Not in checkpoint, kept initial value: %s", name)
-    for name in unused:
-        if not _QUIET_UNUSED_RE.search(name):
-            logging.info("In checkpoint, not used by the model: %s", name)
+    reported = [n for n in unused if not _QUIET_UNUSED_RE.search(n)]
+    if reported:
+        groups = sorted({"/".join(n.split("/")[:3]) for n in reported})
+        logging.info(
+            "%d checkpoint variables not used by the model, under: %s",
+            len(reported),
+            ", ".join(groups),
+        )
     return InitReport(loaded, missing, unused)
 
 
@@ -191,14 +209,5 @@ def export_core_checkpoint(src_checkpoint, dst_path):
     )
     if not names:
         raise ValueError(f"checkpoint {path} holds no core model variables")
-    tf.io.gfile.makedirs(os.path.dirname(dst_path) or ".")
-    tf.raw_ops.SaveV2(
-        prefix=dst_path,
-        tensor_names=names,
-        shape_and_slices=[""] * len(names),
-        tensors=[tf.constant(reader.get_tensor(n)) for n in names],
-    )
-    tf.compat.v1.train.update_checkpoint_state(
-        os.path.dirname(dst_path) or ".", os.path.basename(dst_path)
-    )
+    _write_checkpoint({n: tf.constant(reader.get_tensor(n)) for n in names}, dst_path)
     return names

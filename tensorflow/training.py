@@ -654,6 +654,9 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
         return {name: sums[name] / tf.cast(num_steps, tf.float32) for name in output_names}
 
     is_chief = strategy.extended.should_checkpoint
+    done_marker = os.path.join(rc.model_dir, DONE_MARKER)
+    if is_chief and tf.io.gfile.exists(done_marker):
+        tf.io.gfile.rmtree(done_marker)  # training goes on: more checkpoints will come
     writer = tf.summary.create_file_writer(rc.model_dir) if is_chief else None
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     logging.info("Training from step %d to %d.", step, rc.train_steps)
@@ -715,6 +718,9 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
             path = os.path.join(rc.model_dir, f"model.ckpt-{step}")
             model_utils.save_checkpoint(ckpt_objects, path, max_to_keep=rc.max_save)
             logging.info("Saved %s", path)
+    if is_chief:
+        # Tells evaluation jobs polling model_dir that no more checkpoints will come.
+        tf.io.gfile.makedirs(done_marker)
     return {"global_step": step, **logged}
 
 

@@ -140,6 +140,20 @@ def test_checkpoint_state_file_and_max_to_keep(tmp_path):
     )
 
 
+def test_state_file_is_readable_by_tensorflow_and_prefix_without_step_resolves(tmp_path):
+    model = modeling.FunnelTFM(tiny_config())
+    build(model)
+    for step in (10, 200):
+        model_utils.save_checkpoint(model, str(tmp_path / f"model.ckpt-{step}"))
+    assert tf.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "model.ckpt-200")
+    state = tf.train.get_checkpoint_state(str(tmp_path))
+    assert [p.rsplit("-", 1)[1] for p in state.all_model_checkpoint_paths] == ["10", "200"]
+    # The seed passes `--init_checkpoint=${MODEL_DIR}/model.ckpt` whatever the step suffix.
+    assert model_utils.resolve_checkpoint(str(tmp_path / "model.ckpt")).endswith("model.ckpt-200")
+    with pytest.raises(ValueError, match="does not exist"):
+        model_utils.resolve_checkpoint(str(tmp_path / "other.ckpt"))
+
+
 def test_shape_mismatch_is_refused_with_names_and_shapes(tmp_path):
     small = modeling.FunnelTFM(tiny_config())
     build(small)

@@ -280,6 +280,10 @@ def test_train_logs_saves_and_learns(tmp_path, caplog):
     # The logged learning rate is the one of the last update.
     assert result["learning_rate"] == pytest.approx(float(OPT.get_learning_rate(11, 12)))
 
+    # Evaluation jobs polling the directory stop once training has finished.
+    assert tf.io.gfile.isdir(str(tmp_path / "run" / training.DONE_MARKER))
+    assert [s for s, _ in training.iterate_checkpoints(str(tmp_path / "run"), poll_secs=0)] == [8, 12]
+
 
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
