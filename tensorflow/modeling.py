@@ -224,7 +224,9 @@ class ModelConfig:
 
     def to_json(self, json_path):
         """Writes the original format (indent 4, sorted keys), under a temporary name first."""
-        data_utils.atomic_write_text(json_path, json.dumps(self.to_dict(), indent=4, sort_keys=True))
+        data_utils.atomic_write_text(
+            json_path, json.dumps(self.to_dict(), indent=4, sort_keys=True)
+        )
 
     def __eq__(self, other):
         return isinstance(other, ModelConfig) and self.to_dict() == other.to_dict()

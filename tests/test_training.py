@@ -282,7 +282,8 @@ def test_train_logs_saves_and_learns(tmp_path, caplog):
 
     # Evaluation jobs polling the directory stop once training has finished.
     assert tf.io.gfile.isdir(str(tmp_path / "run" / training.DONE_MARKER))
-    assert [s for s, _ in training.iterate_checkpoints(str(tmp_path / "run"), poll_secs=0)] == [8, 12]
+    evaluated = training.iterate_checkpoints(str(tmp_path / "run"), poll_secs=0)
+    assert [step for step, _ in evaluated] == [8, 12]
 
 
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
