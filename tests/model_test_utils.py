@@ -12,6 +12,52 @@ GOLDEN_DIR = pathlib.Path(__file__).resolve().parent / "fixtures" / "golden"
 GOLDEN_MODELS = ("tiny_relshift", "tiny_factorized_repeat")
 
 
+LAYER_SHAPES = {
+    "rel_attn/q/kernel": "DNH",
+    "rel_attn/k/kernel": "DNH",
+    "rel_attn/k/bias": "NH",
+    "rel_attn/v/kernel": "DNH",
+    "rel_attn/v/bias": "NH",
+    "rel_attn/r_w_bias": "NH",
+    "rel_attn/r_r_bias": "NH",
+    "rel_attn/r/kernel": "DNH",
+    "rel_attn/r_s_bias": "NH",
+    "rel_attn/seg_embed": "2NH",
+    "rel_attn/o/kernel": "NHD",
+    "rel_attn/o/bias": "D",
+    "rel_attn/layer_norm/gamma": "D",
+    "rel_attn/layer_norm/beta": "D",
+    "ff/layer_1/kernel": "DF",
+    "ff/layer_1/bias": "F",
+    "ff/layer_2/kernel": "FD",
+    "ff/layer_2/bias": "D",
+    "ff/layer_norm/gamma": "D",
+    "ff/layer_norm/beta": "D",
+}
+
+
+def expected_variables(scope, d_model, n_head, d_head, d_inner, d_embed, vocab_size, n_enc, n_dec):
+    """Names and shapes of SPEC §4.1/§4.2, written out independently of the model code.
+
+    `scope` "model" includes the input embedding; "generator" does not (it uses the model's).
+    """
+    dims = {"D": d_model, "N": n_head, "H": d_head, "F": d_inner, "2": 2}
+    names = {}
+    if scope == "model":
+        names["model/input/word_embedding/lookup_table"] = [vocab_size, d_embed]
+        names["model/input/layer_norm/gamma"] = [d_embed]
+        names["model/input/layer_norm/beta"] = [d_embed]
+    if d_embed != d_model:
+        names[f"{scope}/encoder/input_projection/kernel"] = [d_embed, d_model]
+        names[f"{scope}/encoder/input_projection/bias"] = [d_model]
+    layers = [f"encoder/layer_{i}" for i in range(n_enc)]
+    layers += [f"decoder/layer_{n_enc + j}" for j in range(n_dec)]
+    for layer in layers:
+        for suffix, shape in LAYER_SHAPES.items():
+            names[f"{scope}/{layer}/{suffix}"] = [dims[c] for c in shape]
+    return names
+
+
 def tiny_config(**overrides):
     """A 3-block model small enough for a CPU test (d_model 32, 2 heads)."""
     values = dict(

@@ -12,52 +12,25 @@ from model_test_utils import (
     GOLDEN_MODELS,
     assert_round_trip,
     build,
+    expected_variables,
     load_golden,
     random_batch,
     tiny_config,
 )
 
-LAYER_SHAPES = {
-    "rel_attn/q/kernel": "DNH",
-    "rel_attn/k/kernel": "DNH",
-    "rel_attn/k/bias": "NH",
-    "rel_attn/v/kernel": "DNH",
-    "rel_attn/v/bias": "NH",
-    "rel_attn/r_w_bias": "NH",
-    "rel_attn/r_r_bias": "NH",
-    "rel_attn/r/kernel": "DNH",
-    "rel_attn/r_s_bias": "NH",
-    "rel_attn/seg_embed": "2NH",
-    "rel_attn/o/kernel": "NHD",
-    "rel_attn/o/bias": "D",
-    "rel_attn/layer_norm/gamma": "D",
-    "rel_attn/layer_norm/beta": "D",
-    "ff/layer_1/kernel": "DF",
-    "ff/layer_1/bias": "F",
-    "ff/layer_2/kernel": "FD",
-    "ff/layer_2/bias": "D",
-    "ff/layer_norm/gamma": "D",
-    "ff/layer_norm/beta": "D",
-}
-
 
 def expected_core_variables(cfg, n_enc_layers, n_dec_layers):
-    """SPEC §4.1, written out independently of the model code."""
-    dims = {"D": cfg.d_model, "N": cfg.n_head, "H": cfg.d_head, "F": cfg.d_inner, "2": 2}
-    names = {
-        "model/input/word_embedding/lookup_table": [cfg.vocab_size, cfg.d_embed],
-        "model/input/layer_norm/gamma": [cfg.d_embed],
-        "model/input/layer_norm/beta": [cfg.d_embed],
-    }
-    if cfg.d_embed != cfg.d_model:
-        names["model/encoder/input_projection/kernel"] = [cfg.d_embed, cfg.d_model]
-        names["model/encoder/input_projection/bias"] = [cfg.d_model]
-    layers = [f"encoder/layer_{i}" for i in range(n_enc_layers)]
-    layers += [f"decoder/layer_{n_enc_layers + j}" for j in range(n_dec_layers)]
-    for layer in layers:
-        for suffix, shape in LAYER_SHAPES.items():
-            names[f"model/{layer}/{suffix}"] = [dims[c] for c in shape]
-    return names
+    return expected_variables(
+        "model",
+        cfg.d_model,
+        cfg.n_head,
+        cfg.d_head,
+        cfg.d_inner,
+        cfg.d_embed,
+        cfg.vocab_size,
+        n_enc_layers,
+        n_dec_layers,
+    )
 
 
 # ------------------------------------------------------------------------------------------ golden

@@ -13,83 +13,24 @@ import pytest
 import tensorflow as tf
 
 import create_pretrain_data
+import model_test_utils
 import model_utils
 import modeling
 import optimization
 import pretrain
 import tokenization
 from conftest import SHARED_DATA
+from model_test_utils import expected_variables
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SEQ_LEN = 32
 SPECIALS = ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>"]
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
 
-LAYER_SHAPES = {
-    "rel_attn/q/kernel": "DNH",
-    "rel_attn/k/kernel": "DNH",
-    "rel_attn/k/bias": "NH",
-    "rel_attn/v/kernel": "DNH",
-    "rel_attn/v/bias": "NH",
-    "rel_attn/r_w_bias": "NH",
-    "rel_attn/r_r_bias": "NH",
-    "rel_attn/r/kernel": "DNH",
-    "rel_attn/r_s_bias": "NH",
-    "rel_attn/seg_embed": "2NH",
-    "rel_attn/o/kernel": "NHD",
-    "rel_attn/o/bias": "D",
-    "rel_attn/layer_norm/gamma": "D",
-    "rel_attn/layer_norm/beta": "D",
-    "ff/layer_1/kernel": "DF",
-    "ff/layer_1/bias": "F",
-    "ff/layer_2/kernel": "FD",
-    "ff/layer_2/bias": "D",
-    "ff/layer_norm/gamma": "D",
-    "ff/layer_norm/beta": "D",
-}
-
 
 def tiny_config(**overrides):
     """3 blocks of one layer, a one-layer decoder, d_model 32 and 4 heads (so a 0.5 generator has 2)."""
-    values = dict(
-        block_size="1_1_1",
-        vocab_size=60,
-        d_embed=32,
-        d_model=32,
-        n_head=4,
-        d_head=8,
-        d_inner=48,
-        ff_activation="gelu",
-        dropout=0.1,
-        dropatt=0.1,
-        dropact=0.0,
-        rel_attn_type="factorized",
-        decoder_size="1",
-    )
-    values.update(overrides)
-    return modeling.ModelConfig(**values)
-
-
-def expected_variables(scope, d_model, n_head, d_head, d_inner, d_embed, vocab_size, n_enc, n_dec):
-    """Names and shapes of SPEC §4.1/§4.2, written out independently of the model code.
-
-    `scope` "model" includes the input embedding; "generator" does not (it uses the model's).
-    """
-    dims = {"D": d_model, "N": n_head, "H": d_head, "F": d_inner, "2": 2}
-    names = {}
-    if scope == "model":
-        names["model/input/word_embedding/lookup_table"] = [vocab_size, d_embed]
-        names["model/input/layer_norm/gamma"] = [d_embed]
-        names["model/input/layer_norm/beta"] = [d_embed]
-    if d_embed != d_model:
-        names[f"{scope}/encoder/input_projection/kernel"] = [d_embed, d_model]
-        names[f"{scope}/encoder/input_projection/bias"] = [d_model]
-    layers = [f"encoder/layer_{i}" for i in range(n_enc)]
-    layers += [f"decoder/layer_{n_enc + j}" for j in range(n_dec)]
-    for layer in layers:
-        for suffix, shape in LAYER_SHAPES.items():
-            names[f"{scope}/{layer}/{suffix}"] = [dims[c] for c in shape]
-    return names
+    return model_test_utils.tiny_config(**{"vocab_size": 60, "n_head": 4, **overrides})
 
 
 def mlm_head_variables(scope, d_model, d_embed, vocab_size):

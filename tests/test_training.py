@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import model_test_utils  # noqa: E402
 import model_utils  # noqa: E402
 import modeling  # noqa: E402
 import optimization  # noqa: E402
@@ -51,18 +52,8 @@ def flag_values(**overrides):
 
 def tiny_config():
     # Dropout 0: replicas must compute exactly what one device computes.
-    return modeling.ModelConfig(
-        block_size="1_1",
-        vocab_size=30,
-        d_embed=32,
-        d_model=32,
-        n_head=2,
-        d_head=8,
-        d_inner=48,
-        ff_activation="gelu",
-        dropout=0.0,
-        dropatt=0.0,
-        dropact=0.0,
+    return model_test_utils.tiny_config(
+        block_size="1_1", vocab_size=30, dropout=0.0, dropatt=0.0, decoder_size="0"
     )
 
 
