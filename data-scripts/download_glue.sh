@@ -19,17 +19,8 @@ fi
 glue_url="https://dl.fbaipublicfiles.com/glue/data"
 senteval_url="https://dl.fbaipublicfiles.com/senteval/senteval_data"
 
-fetch() {  # fetch URL FILE
-  if command -v wget > /dev/null; then
-    wget -q -O "$2" "$1"
-  else
-    curl -fsSL -o "$2" "$1"
-  fi
-}
-
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 mkdir -p "${data_dir}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "${tmp}"' EXIT
 
 for task in "${tasks[@]}"; do
   echo "Downloading ${task} into ${data_dir}"

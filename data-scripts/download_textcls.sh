@@ -23,17 +23,8 @@ if [ ${#tasks[@]} -eq 0 ]; then
   tasks=(imdb yelp5 yelp2 amazon5 amazon2 ag dbpedia)
 fi
 
-fetch() {  # fetch URL FILE
-  if command -v wget > /dev/null; then
-    wget -q -O "$2" "$1"
-  else
-    curl -fsSL -o "$2" "$1"
-  fi
-}
-
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 mkdir -p "${data_dir}"
-tmp="$(mktemp -d)"
-trap 'rm -rf "${tmp}"' EXIT
 
 for task in "${tasks[@]}"; do
   echo "Downloading ${task} into ${data_dir}/${task}"
