@@ -273,8 +273,9 @@ class _AttentionStructure:
     """What every attention layer of a block needs besides the hidden states.
 
     Attributes:
-      pos_enc: rel_shift: (encodings float [n_rows, d_model], shift); factorized: (enc_q_1, enc_q_2, enc_k_1,
-        enc_k_2), each float [len, d_model]; None for rel_attn_type "null".
+      pos_enc: rel_shift: (encodings float [n_rows, d_model], shift); factorized: (enc_q_1, enc_q_2, enc_k_1),
+        each float [len, d_model] (the original's enc_k_2 is implied by enc_k_1, see
+        `ops.factorized_pos_score`); None for rel_attn_type "null".
       seg_mat: bool [batch_size, q_len, k_len], True where the segment term uses "same segment"; or None.
       func_mask: float [q_len, k_len], 0 where the query or the key is `<cls>` (position 0).
       q_len, k_len, q_pow, k_pow: lengths and log2 strides of queries and keys (rel_shift bookkeeping).
@@ -402,7 +403,6 @@ class FunnelTFM(tf.Module):
             tf.concat([sin_q, sin_q], axis=-1),
             tf.concat([cos_q, cos_q], axis=-1),
             tf.concat([cos, sin], axis=-1),
-            tf.concat([-sin, cos], axis=-1),
         )
         return tuple(tf.cast(e, dtype) for e in encodings)
 
@@ -444,12 +444,12 @@ class FunnelTFM(tf.Module):
             dtype = pos_enc[0].dtype
             pos_enc = self._pos_enc_rel_shift(q_len, q_pow, k_len, k_pow, is_training, dtype)
         elif cfg.rel_attn_type == "factorized":
-            enc_q_1, enc_q_2, enc_k_1, enc_k_2 = pos_enc
+            enc_q_1, enc_q_2, enc_k_1 = pos_enc
             if pool_q:
                 enc_q_1, enc_q_2 = pool(enc_q_1, 0), pool(enc_q_2, 0)
             if pool_k:
-                enc_k_1, enc_k_2 = pool(enc_k_1, 0), pool(enc_k_2, 0)
-            pos_enc = (enc_q_1, enc_q_2, enc_k_1, enc_k_2)
+                enc_k_1 = pool(enc_k_1, 0)
+            pos_enc = (enc_q_1, enc_q_2, enc_k_1)
         return _AttentionStructure(pos_enc, seg_mat, func_mask, q_len, k_len, q_pow, k_pow)
 
     # ------------------------------------------------------------------------------------------ layers
@@ -475,23 +475,24 @@ class FunnelTFM(tf.Module):
         r_s_bias = self._var(f"{scope}/r_s_bias", [n_head, d_head], dtype)
         seg_embed = self._var(f"{scope}/seg_embed", [2, n_head, d_head], dtype)
 
-        score = tf.einsum("bind,bjnd->bnij", q_head + r_w_bias * scale, k_head)
+        # Heads first, [batch, n_head, len, d_head]: every product below is a plain batched matmul.
+        q_head, k_head, v_head = (tf.transpose(x, [0, 2, 1, 3]) for x in (q_head, k_head, v_head))
+        score = tf.matmul(q_head + r_w_bias[:, None] * scale, k_head, transpose_b=True)
         if cfg.rel_attn_type != "null":
-            q_r = q_head + r_r_bias * scale
+            q_r = q_head + r_r_bias[:, None] * scale
             if cfg.rel_attn_type == "rel_shift":
                 pos_enc, shift = struct.pos_enc
-                r_head = ops.dense(pos_enc, r_kernel)
-                pos_score = tf.einsum("bind,rnd->bnir", q_r, r_head)
-                pos_score = ops.rel_shift(pos_score, struct.k_len, shift)
+                r_head = tf.einsum("rd,dnh->nhr", pos_enc, r_kernel)
+                pos_score = ops.rel_shift(tf.matmul(q_r, r_head), struct.k_len, shift)
             else:
-                enc_q_1, enc_q_2, enc_k_1, enc_k_2 = struct.pos_enc
-                q_r = tf.einsum("binh,dnh->bind", q_r, r_kernel)
-                pos_score = tf.einsum("bind,jd->bnij", q_r * enc_q_1[:, None], enc_k_1) + tf.einsum(
-                    "bind,jd->bnij", q_r * enc_q_2[:, None], enc_k_2
+                pos_score = ops.factorized_pos_score(
+                    tf.einsum("bnih,dnh->bnid", q_r, r_kernel), *struct.pos_enc
                 )
             score += pos_score * struct.func_mask
             if struct.seg_mat is not None:
-                seg_score = tf.einsum("bind,snd->bnis", q_head + r_s_bias * scale, seg_embed)
+                seg_score = tf.einsum(
+                    "bnih,snh->bnis", q_head + r_s_bias[:, None] * scale, seg_embed
+                )
                 seg_score = tf.where(
                     struct.seg_mat[:, None], seg_score[..., 1:2], seg_score[..., 0:1]
                 )
@@ -502,7 +503,7 @@ class FunnelTFM(tf.Module):
         )
         prob = tf.cast(tf.nn.softmax(score, axis=-1), dtype)
         prob = ops.dropout(prob, cfg.dropatt, is_training)
-        attn_vec = tf.einsum("bnij,bjnd->bind", prob, v_head)
+        attn_vec = tf.transpose(tf.matmul(prob, v_head), [0, 2, 1, 3])
         output = self._dense(f"{scope}/o", attn_vec, [d_model], n_in=2)
         output = ops.dropout(output, cfg.dropout, is_training)
         return self._layer_norm(f"{scope}/layer_norm", q + output)
