@@ -453,6 +453,30 @@ class FunnelTFM(tf.Module):
         return _AttentionStructure(pos_enc, seg_mat, func_mask, q_len, k_len, q_pow, k_pow)
 
     # ------------------------------------------------------------------------------------------ layers
+    def _head_projections(self, scope, x, names):
+        """The projections `{scope}/{name}` of `x` to heads (bias for all but "q"), in one matmul.
+
+        The kernels are concatenated at call time (the variables keep their names and shapes): one wide
+        matmul is faster than several narrow ones.
+
+        Args:
+          x: float [batch_size, len, d_model].
+          names: projection names among "q", "k", "v".
+        Returns:
+          One float [batch_size, n_head, len, d_head] per name: heads first, so that every attention
+          product is a plain batched matmul.
+        """
+        cfg = self.net_config
+        shape = [cfg.d_model, cfg.n_head, cfg.d_head]
+        kernel = tf.stack([self._var(f"{scope}/{n}/kernel", shape, x.dtype) for n in names], axis=1)
+        heads = tf.transpose(ops.dense(x, kernel), [2, 0, 3, 1, 4])
+        outputs = []
+        for name, head in zip(names, tf.unstack(heads, axis=0), strict=True):
+            if name != "q":
+                head += self._var(f"{scope}/{name}/bias", shape[1:], x.dtype, "zeros")[:, None]
+            outputs.append(head)
+        return outputs
+
     def _rel_attn(self, prefix, q, kv, struct, attn_mask, is_training):
         """Relative multi-head attention with post-layer-norm; the residual is the (pooled) query.
 
@@ -466,17 +490,18 @@ class FunnelTFM(tf.Module):
         n_head, d_head, d_model, dtype = cfg.n_head, cfg.d_head, cfg.d_model, q.dtype
         scale = 1.0 / (d_head**0.5)
         scope = f"{prefix}/rel_attn"
-        q_head = self._dense(f"{scope}/q", q, [n_head, d_head], use_bias=False) * scale
-        k_head = self._dense(f"{scope}/k", kv, [n_head, d_head])
-        v_head = self._dense(f"{scope}/v", kv, [n_head, d_head])
+        if q is kv:
+            q_head, k_head, v_head = self._head_projections(scope, q, ("q", "k", "v"))
+        else:
+            (q_head,) = self._head_projections(scope, q, ("q",))
+            k_head, v_head = self._head_projections(scope, kv, ("k", "v"))
+        q_head *= scale
         r_w_bias = self._var(f"{scope}/r_w_bias", [n_head, d_head], dtype)
         r_r_bias = self._var(f"{scope}/r_r_bias", [n_head, d_head], dtype)
         r_kernel = self._var(f"{scope}/r/kernel", [d_model, n_head, d_head], dtype)
         r_s_bias = self._var(f"{scope}/r_s_bias", [n_head, d_head], dtype)
         seg_embed = self._var(f"{scope}/seg_embed", [2, n_head, d_head], dtype)
 
-        # Heads first, [batch, n_head, len, d_head]: every product below is a plain batched matmul.
-        q_head, k_head, v_head = (tf.transpose(x, [0, 2, 1, 3]) for x in (q_head, k_head, v_head))
         score = tf.matmul(q_head + r_w_bias[:, None] * scale, k_head, transpose_b=True)
         if cfg.rel_attn_type != "null":
             q_r = q_head + r_r_bias[:, None] * scale
