@@ -1,11 +1,18 @@
 """The benchmark runs end to end on tiny models, and the fast attention paths equal their plain formulas."""
 
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import benchmark
+import modeling
 import ops
+from conftest import REPO_ROOT
+from model_test_utils import build, random_batch, tiny_config
 
 
 # ------------------------------------------------------------------------ fast paths vs plain formulas
@@ -56,3 +63,130 @@ def test_factorized_pos_score_equals_the_original_two_products():
     )
     np.testing.assert_allclose(y, expected_y, atol=1e-5)
     np.testing.assert_allclose(grad, expected_grad, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ the benchmark
+@pytest.mark.slow
+def test_benchmark_runs_on_tiny_models_and_writes_consistent_json(tmp_path):
+    output = tmp_path / "bench.json"
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "tensorflow" / "benchmark.py"),
+        "--config=tiny",
+        "--models=B1-1H768",
+        "--seq_lens=16",
+        "--tasks=classification,squad",
+        "--modes=train",
+        "--steps=2",
+        "--warmup_steps=0",
+        "--compare_precision=false",
+        "--compare_jit=false",
+        "--compare_models=B1-1H768,L2H768",
+        "--compare_seq_len=16",
+        "--rel_attn_seq_len=16",
+        f"--output={output}",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "relative-attention share" in run.stdout and "L2H768 training time" in run.stdout
+    result = json.loads(output.read_text())
+    rows = result["table"]
+    assert [(r["model"], r["task"], r["mode"]) for r in rows] == [
+        ("B1-1H768", "classification", "train"),
+        ("B1-1H768", "squad", "train"),
+    ]
+    for row in rows:
+        case = benchmark.Case(**{k: row[k] for k in benchmark.Case.__dataclass_fields__})
+        assert row["gflop_per_example"] == pytest.approx(case.flops_per_example() / 1e9)
+        assert len(row["round_step_s"]) == 2
+        assert row["examples_per_s"] == pytest.approx(row["batch_size"] / row["step_s"])
+        assert row["gflop_per_s"] == pytest.approx(row["gflop_per_example"] * row["examples_per_s"])
+        assert (
+            row["ratio_to_limit"] > 0 and row["peak_memory_mb"] > row["memory_per_example_mb"] > 0
+        )
+    # SQuAD runs the decoder at full length, classification does not.
+    assert rows[1]["gflop_per_example"] > rows[0]["gflop_per_example"]
+    comparisons = result["comparisons"]
+    assert set(comparisons) == {"funnel_vs_standard", "rel_attn_cost"}
+    shares = comparisons["rel_attn_cost"]
+    assert [c["rel_attn_type"] for c in shares["cases"]] == ["null", "rel_shift", "factorized"]
+    assert shares["rel_shift_share"] < 1 and shares["factorized_share"] < 1
+    assert result["machine"]["TF_CPU_ALLOCATOR_USE_BFC"] == "true"
+
+
+def test_bad_flags_fail_with_one_line():
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "tensorflow" / "benchmark.py"),
+        "--config=tiny",
+        "--models=B4-4-4",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines()[-1].startswith("benchmark.py: error: unknown model")
+
+
+def test_plan_validates_before_running():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        benchmark.plan(
+            ["B4-4-4H768"], [130], ["classification"], ["train"], ["float32"], [False], 8
+        )
+    with pytest.raises(ValueError, match="unknown task"):
+        benchmark.plan(["B4-4-4H768"], [128], ["ner"], ["train"], ["float32"], [False], 8)
+    table, comparisons = benchmark.plan(
+        ["B4-4-4H768", "L12H768"],
+        [128, 512],
+        ["classification"],
+        ["train", "infer"],
+        ["float32"],
+        [False, True],
+        8,
+        compare_jit=False,
+    )
+    assert len(table) == 2 * 2 * 2 * 2
+    assert set(comparisons) == {"bfloat16_vs_float32", "funnel_vs_standard", "rel_attn_cost"}
+    cfg = benchmark.model_config("B6-3x2-3x2H768")
+    assert (cfg.block_size, cfg.decoder_size, cfg.n_head, cfg.d_inner) == (
+        "6_3x2_3x2",
+        "2",
+        12,
+        3072,
+    )
+    assert benchmark.model_config("L12H768").decoder_size == "0"
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2, 37, 48, 64, 100])
+def test_memory_search_finds_the_largest_fitting_batch(limit):
+    calls = []
+
+    def fits(batch):
+        calls.append(batch)
+        return batch <= limit
+
+    assert benchmark.largest_fitting(fits, max_value=100) == limit
+    assert len(calls) <= 2 * 7 + 1  # doubling, then bisection
+    assert benchmark.largest_fitting(lambda b: True, max_value=50) == 50
+
+
+def test_recomputed_layers_give_the_same_gradients_without_dropout():
+    config = tiny_config(dropout=0.0, dropatt=0.0)
+    ids, seg, mask = random_batch(16)
+    plain, recomputed = modeling.FunnelTFM(config), modeling.FunnelTFM(config)
+    build(plain)
+    build(recomputed)
+    for name, var in recomputed.named_variables().items():
+        var.assign(plain.named_variables()[name])
+    benchmark._recompute_layers(recomputed)
+    names = sorted(plain.named_variables())
+    grads = []
+    for model in (plain, recomputed):
+        with tf.GradientTape() as tape:
+            output, _, _ = model.extract_hiddens(ids, True, seg, mask, use_decoder=True)
+            loss = tf.reduce_sum(output * tf.random.stateless_normal(output.shape, seed=[0, 1]))
+        variables = [model.named_variables()[n] for n in names]
+        grads.append([tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)])
+    # Some gradients are exactly zero in theory (k/bias: softmax ignores a per-query constant), so the
+    # tolerance is relative to the largest gradient.
+    scale = max(float(tf.reduce_max(tf.abs(g))) for g in grads[0])
+    for name, expected, actual in zip(names, *grads, strict=True):
+        np.testing.assert_allclose(actual, expected, atol=1e-5 * scale, err_msg=name)
