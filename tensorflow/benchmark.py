@@ -71,7 +71,9 @@ flags.DEFINE_list(
     "pretraining objective), squad (encoder + decoder + SQuAD span head).",
 )
 flags.DEFINE_list(
-    "modes", ["train", "infer"], "train (forward, backward, AdamW) and/or infer (forward)."
+    "modes",
+    ["train", "grad", "infer"],
+    "train (forward, backward, AdamW), grad (forward and backward only), infer (forward only).",
 )
 flags.DEFINE_list("precisions", ["float32"], "Compute precisions: float32, bfloat16, float16.")
 flags.DEFINE_list("jit", ["false"], "XLA: false, true, or both (jit_compile of the step function).")
@@ -150,7 +152,7 @@ RELEASED = ("B4-4-4H768", "B6-6-6H768", "B8-8-8H1024", "B10-10-10H1024")
 _FUNNEL_RE = re.compile(r"^B(\d+(?:x\d+)?(?:-\d+(?:x\d+)?)*)H(\d+)$")
 _STANDARD_RE = re.compile(r"^L(\d+)H(\d+)$")
 TASKS = ("classification", "mlm", "squad", "encoder")
-MODES = ("train", "infer")
+MODES = ("train", "grad", "infer")
 TINY = dict(d_model=32, n_head=2, d_head=16, d_inner=64, vocab_size=64)
 LEARNING_RATE = 1e-5
 
@@ -196,7 +198,11 @@ def model_config(name, config="released", rel_attn_type="rel_shift"):
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One measured configuration. `task` "encoder" is the encoder output alone (the layer comparison)."""
+    """One measured configuration.
+
+    task: classification, mlm, squad, or "encoder" (the encoder output alone, for the layer comparison).
+    mode: "train" (forward, backward, AdamW), "grad" (forward and backward only) or "infer" (forward).
+    """
 
     model: str
     seq_len: int
@@ -228,7 +234,7 @@ class Case:
             batch_size=self.batch_size,
             num_predict=self.num_predict(),
         )["total"]
-        return 3 * forward if self.mode == "train" else forward
+        return forward if self.mode == "infer" else 3 * forward
 
     def label(self):
         jit = "xla" if self.jit else "-"
@@ -305,9 +311,8 @@ def _loss(model, case, inputs, is_training):
 def build_step(case, recompute=False):
     """Creates the model (and optimizer) of `case` and returns a zero-argument step function.
 
-    The step runs one training step (forward, backward, clipping, AdamWeightDecay) or one forward pass and
-    returns the loss as a Python float (which waits for the computation). Task "encoder" trains without
-    the optimizer: forward + backward only.
+    The step runs one training step (forward, backward, clipping, AdamWeightDecay), a forward and backward
+    pass, or one forward pass, and returns the loss as a Python float (which waits for the computation).
     """
     if case.task not in TASKS:
         raise ValueError(f"--tasks: unknown task {case.task!r}; known: {TASKS}")
@@ -327,7 +332,7 @@ def build_step(case, recompute=False):
 
     variables = list(model.named_variables().values())
     optimizer = None
-    if case.task != "encoder":
+    if case.mode == "train":
         optimizer = optimization.AdamWeightDecay(weight_decay_rate=0.01)
         optimizer.build(variables)
 
@@ -594,7 +599,7 @@ def plan(
         ]
     if rel_attn_cost:
         comparisons["rel_attn_cost"] = [
-            Case("L1H768", rel_attn_seq_len, "encoder", **{**common, "rel_attn_type": r})
+            Case("L1H768", rel_attn_seq_len, "encoder", "grad", **{**common, "rel_attn_type": r})
             for r in ("null", "rel_shift", "factorized")
         ]
     # Unknown names, tasks and lengths fail here, before anything runs.

@@ -76,7 +76,7 @@ def test_benchmark_runs_on_tiny_models_and_writes_consistent_json(tmp_path):
         "--models=B1-1H768",
         "--seq_lens=16",
         "--tasks=classification,squad",
-        "--modes=train",
+        "--modes=train,grad",
         "--steps=2",
         "--warmup_steps=0",
         "--compare_precision=false",
@@ -93,7 +93,9 @@ def test_benchmark_runs_on_tiny_models_and_writes_consistent_json(tmp_path):
     rows = result["table"]
     assert [(r["model"], r["task"], r["mode"]) for r in rows] == [
         ("B1-1H768", "classification", "train"),
+        ("B1-1H768", "classification", "grad"),
         ("B1-1H768", "squad", "train"),
+        ("B1-1H768", "squad", "grad"),
     ]
     for row in rows:
         case = benchmark.Case(**{k: row[k] for k in benchmark.Case.__dataclass_fields__})
@@ -104,8 +106,9 @@ def test_benchmark_runs_on_tiny_models_and_writes_consistent_json(tmp_path):
         assert (
             row["ratio_to_limit"] > 0 and row["peak_memory_mb"] > row["memory_per_example_mb"] > 0
         )
-    # SQuAD runs the decoder at full length, classification does not.
-    assert rows[1]["gflop_per_example"] > rows[0]["gflop_per_example"]
+    # SQuAD runs the decoder at full length, classification does not; training adds only element-wise work.
+    assert rows[2]["gflop_per_example"] > rows[0]["gflop_per_example"]
+    assert rows[0]["gflop_per_example"] == rows[1]["gflop_per_example"]
     comparisons = result["comparisons"]
     assert set(comparisons) == {"funnel_vs_standard", "rel_attn_cost"}
     shares = comparisons["rel_attn_cost"]
