@@ -513,15 +513,15 @@ class FunnelTFM(tf.Module):
                 pos_score = ops.factorized_pos_score(
                     tf.einsum("bnih,dnh->bnid", q_r, r_kernel), *struct.pos_enc
                 )
-            score += pos_score * struct.func_mask
             if struct.seg_mat is not None:
                 seg_score = tf.einsum(
                     "bnih,snh->bnis", q_head + r_s_bias[:, None] * scale, seg_embed
                 )
-                seg_score = tf.where(
+                pos_score += tf.where(
                     struct.seg_mat[:, None], seg_score[..., 1:2], seg_score[..., 0:1]
                 )
-                score += seg_score * struct.func_mask
+            # One product with the 0/1 mask for both terms: a pass less over the scores.
+            score += pos_score * struct.func_mask
         # Masking and softmax in float32: INF would overflow float16.
         score = tf.cast(score, tf.float32) - ops.INF * tf.cast(
             attn_mask[:, None, None, :], tf.float32
