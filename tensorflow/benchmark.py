@@ -379,6 +379,7 @@ class _MatmulReference:
     def __init__(self, sizes, precision):
         dtype = modeling.ops.PRECISIONS[precision]
         best_rate = 0.0
+        self.rates = {}
         for n in sizes:
             rng = tf.random.Generator.from_seed(n)
             a = tf.cast(rng.normal([n, n]), dtype)
@@ -389,6 +390,7 @@ class _MatmulReference:
             step = functools.partial(lambda fn: float(fn()), fn)
             step()
             rate = 2 * n**3 / statistics.median(_time(step)[0] for _ in range(3))
+            self.rates[n] = rate
             if rate > best_rate:
                 best_rate, self.size, self.step = rate, n, step
         self.flops = 2 * self.size**3
@@ -468,6 +470,7 @@ def run_group(cases, steps, warmup_steps, matmul_sizes, threads=(0, 0)):
             "flops_per_s": refs[p].flops / statistics.median(t[0] for t in ref_times[p]),
             "flops_per_cpu_s": refs[p].flops / statistics.median(t[1] for t in ref_times[p]),
             "matmul_size": refs[p].size,
+            "flops_per_s_by_size": refs[p].rates,
         }
         for p in precisions
     }
