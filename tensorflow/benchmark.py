@@ -517,16 +517,25 @@ def _run_group_worker(args):
 
 
 def run_groups(groups, steps, warmup_steps, matmul_sizes, isolate, threads=(0, 0)):
-    """Runs each group of cases (in a fresh process with `isolate`); returns their results in order."""
+    """Runs each group of cases (in a fresh process with `isolate`); returns their results in order.
+
+    A group that fails (out of memory, an unsupported op) gives {"error": message} and the others run on.
+    """
     results = []
     for cases in groups:
         args = ([dataclasses.asdict(c) for c in cases], steps, warmup_steps, matmul_sizes, threads)
-        if isolate:
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-                result = pool.submit(_run_group_worker, args).result()
-        else:
-            result = run_group(cases, steps, warmup_steps, matmul_sizes, threads)
+        try:
+            if isolate:
+                context = multiprocessing.get_context("spawn")
+                with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+                    result = pool.submit(_run_group_worker, args).result()
+            else:
+                result = run_group(cases, steps, warmup_steps, matmul_sizes, threads)
+        except (tf.errors.OpError, ValueError, concurrent.futures.process.BrokenProcessPool) as e:
+            message = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
+            logging.error("%s failed: %s", ", ".join(c.label() for c in cases), message)
+            results.append({"error": message, "cases": [dataclasses.asdict(c) for c in cases]})
+            continue
         results.append(result)
         for case_result in result["cases"]:
             logging.info(
@@ -619,7 +628,9 @@ def summarize_comparisons(comparisons, results):
     summary = {}
     for name, result in zip(comparisons, results, strict=True):
         cases = result["cases"]
-        if name == "bfloat16_vs_float32":
+        if "error" in result:
+            summary[name] = {"error": result["error"]}
+        elif name == "bfloat16_vs_float32":
             summary[name] = {
                 "speedup": paired_ratio(cases[0], cases[1]),
                 "float32_step_s": cases[0]["step_s"],
@@ -686,6 +697,13 @@ def format_table(case_results):
     lines = [header, "-" * len(header)]
     for r in case_results:
         memory = r.get("memory_per_example_mb")
+        if "error" in r:
+            lines.append(
+                f"{r['model']:<15} {r['task']:<14} {r['seq_len']:>4} {r['mode']:<5} "
+                f"{r['precision']:<8} {'yes' if r['jit'] else 'no':<3} {r['batch_size']:>3} "
+                f"failed: {r['error']}"
+            )
+            continue
         lines.append(
             f"{r['model']:<15} {r['task']:<14} {r['seq_len']:>4} {r['mode']:<5} {r['precision']:<8} "
             f"{'yes' if r['jit'] else 'no':<3} {r['batch_size']:>3} {r['step_s']:>7.3f} "
@@ -698,25 +716,26 @@ def format_table(case_results):
 
 def format_comparisons(summary):
     lines = []
-    if "bfloat16_vs_float32" in summary:
-        lines.append(
-            f"bfloat16 / float32 training speedup: {summary['bfloat16_vs_float32']['speedup']:.2f}x"
-        )
-    if "xla_vs_no_xla" in summary:
-        lines.append(f"XLA / no XLA training speedup: {summary['xla_vs_no_xla']['speedup']:.2f}x")
-    if "funnel_vs_standard" in summary:
-        s = summary["funnel_vs_standard"]
-        funnel, standard = (c["model"] for c in s["cases"])
-        lines.append(
-            f"{funnel} / {standard} training time: {s['time_ratio']:.2f} "
-            f"(FLOP ratio {s['flop_ratio']:.2f})"
-        )
-    if "rel_attn_cost" in summary:
-        s = summary["rel_attn_cost"]
-        shares = ", ".join(
-            f"{k[: -len('_share')]} {100 * v:.0f}%" for k, v in s.items() if k.endswith("_share")
-        )
-        lines.append(f"relative-attention share of a layer's forward+backward time: {shares}")
+    for name, s in summary.items():
+        if "error" in s:
+            lines.append(f"{name}: failed: {s['error']}")
+        elif name == "bfloat16_vs_float32":
+            lines.append(f"bfloat16 / float32 training speedup: {s['speedup']:.2f}x")
+        elif name == "xla_vs_no_xla":
+            lines.append(f"XLA / no XLA training speedup: {s['speedup']:.2f}x")
+        elif name == "funnel_vs_standard":
+            funnel, standard = (c["model"] for c in s["cases"])
+            lines.append(
+                f"{funnel} / {standard} training time: {s['time_ratio']:.2f} "
+                f"(FLOP ratio {s['flop_ratio']:.2f})"
+            )
+        elif name == "rel_attn_cost":
+            shares = ", ".join(
+                f"{k[: -len('_share')]} {100 * v:.0f}%"
+                for k, v in s.items()
+                if k.endswith("_share")
+            )
+            lines.append(f"relative-attention share of a layer's forward+backward time: {shares}")
     return "\n".join(lines)
 
 
@@ -840,9 +859,12 @@ def run():
     rows = []
     for result in table_results:
         (row,) = result["cases"]
-        row["peak_memory_mb"] = result["peak_memory_mb"]
-        row["memory_per_example_mb"] = result["memory_per_example_mb"]
-        row["memory_kind"] = result["memory_kind"]
+        if "error" in result:
+            row["error"] = result["error"]
+        else:
+            row["peak_memory_mb"] = result["peak_memory_mb"]
+            row["memory_per_example_mb"] = result["memory_per_example_mb"]
+            row["memory_kind"] = result["memory_kind"]
         rows.append(row)
     summary = summarize_comparisons(comparisons, comparison_results)
     print(format_table(rows))
