@@ -12,7 +12,7 @@ Loss = gen_loss + disc_coeff * disc_loss.
 
 Writes into --model_dir: net_config.json, full checkpoints `model.ckpt-{step}` (model/..., generator/...,
 Adam slots, global_step), TensorBoard events, and with --do_eval `eval_{split}.json` and `eval_{split}/`.
-`modify_ckpt.py` exports a core-only checkpoint for finetuning. See docs/pretraining.md.
+`modify_ckpt.py` exports a core-only checkpoint for finetuning. See the README, section "Pretraining".
 """
 
 import json
