@@ -76,7 +76,12 @@ flags.DEFINE_list(
     "train (forward, backward, AdamW), grad (forward and backward only), infer (forward only).",
 )
 flags.DEFINE_list("precisions", ["float32"], "Compute precisions: float32, bfloat16, float16.")
-flags.DEFINE_list("jit", ["false"], "XLA: false, true, or both (jit_compile of the step function).")
+flags.DEFINE_list(
+    "jit",
+    ["false"],
+    "XLA (jit_compile of the step function): false, true, or both; the comparisons other than "
+    "--compare_jit use the first value.",
+)
 flags.DEFINE_integer("batch_size", 8, "Examples per step.")
 flags.DEFINE_integer("steps", 5, "Timed rounds; every reported time is a median over them.")
 flags.DEFINE_integer("warmup_steps", 1, "Untimed steps per case after tracing.")
@@ -103,8 +108,9 @@ flags.DEFINE_bool(
 flags.DEFINE_list(
     "compare_models",
     ["B6-6-6H768", "L12H768"],
-    "Funnel and standard Transformer of --compare_standard (equal depth and width: one 12-layer block "
-    "without pooling and decoder is B6-6-6H768's encoder without the pooling).",
+    "Funnel and standard Transformer of --compare_standard; the default is the paper's pair: "
+    "B6-6-6H768 (18 layers of width 768, pooled twice) against L12H768 (12 such layers, BERT-base size, "
+    "no pooling), whose FLOPs are close.",
 )
 flags.DEFINE_bool(
     "rel_attn_cost",
@@ -585,7 +591,9 @@ def plan(
     Returns:
       (table_groups, comparisons): lists of case lists; `comparisons` maps a name to (group, description).
     """
+    # The comparisons other than XLA's own run with the first --jit value.
     common = dict(batch_size=batch_size, rel_attn_type=rel_attn_type, config=config)
+    compared = dict(common, jit=jits[0])
     table = [
         [Case(m, t, task, mode, p, j, **common)]
         for m in models
@@ -599,7 +607,7 @@ def plan(
     comparisons = {}
     if compare_precision:
         comparisons["bfloat16_vs_float32"] = [
-            Case(first, compare_seq_len, precision=p, **common) for p in ("float32", "bfloat16")
+            Case(first, compare_seq_len, precision=p, **compared) for p in ("float32", "bfloat16")
         ]
     if compare_jit:
         comparisons["xla_vs_no_xla"] = [
@@ -607,11 +615,11 @@ def plan(
         ]
     if compare_standard:
         comparisons["funnel_vs_standard"] = [
-            Case(m, compare_seq_len, **common) for m in compare_models
+            Case(m, compare_seq_len, **compared) for m in compare_models
         ]
     if rel_attn_cost:
         comparisons["rel_attn_cost"] = [
-            Case("L1H768", rel_attn_seq_len, "encoder", "grad", **{**common, "rel_attn_type": r})
+            Case("L1H768", rel_attn_seq_len, "encoder", "grad", **{**compared, "rel_attn_type": r})
             for r in ("null", "rel_shift", "factorized")
         ]
     # Unknown names, tasks and lengths fail here, before anything runs.
@@ -786,13 +794,16 @@ def memory_search(model, seq_lens, precision, memory_limit_mb, max_batch, recomp
             try:
                 step = build_step(case, recompute=recompute)
                 step()
-                step()
+                step()  # a second step: fragmentation after the first can still run out
                 ok = True
             except (tf.errors.ResourceExhaustedError, tf.errors.InternalError) as e:
-                logging.info("batch %d at length %d does not fit: %s", batch_size, seq_len, type(e))
+                logging.info("batch %d, length %d: %s", batch_size, seq_len, type(e).__name__)
                 ok = False
+            else:
+                logging.info("batch %d, length %d: fits", batch_size, seq_len)
+            # Frees the trial's model, optimizer slots and traced functions before the next one.
+            step = None
             gc.collect()
-            logging.info("batch %d, length %d: %s", batch_size, seq_len, "fits" if ok else "OOM")
             return ok
 
         results[seq_len] = largest_fitting(fits, max_batch)
