@@ -1,6 +1,6 @@
 """Training and inference throughput, FLOP/s against the machine's own matmul rate, and memory, in one command.
 
-    python tensorflow/benchmark.py                       # the default table (B4-4-4H768, see docs/performance.md)
+    python tensorflow/benchmark.py                       # the default table (B4-4-4H768, see the README's Performance section)
     python tensorflow/benchmark.py --models=all --seq_lens=128,512 --tasks=classification,mlm,squad \\
         --precisions=float32,bfloat16 --jit=false,true --output=benchmark.json
     python tensorflow/benchmark.py --config=tiny --steps=2   # a smoke test in seconds
@@ -88,8 +88,8 @@ flags.DEFINE_integer("warmup_steps", 1, "Untimed steps per case after tracing.")
 flags.DEFINE_string(
     "rel_attn_type",
     "rel_shift",
-    "Relative attention of every model: rel_shift (what the original runs on CPU and GPU: it switches "
-    "factorized to rel_shift when not on TPU), factorized, or null.",
+    "Relative-attention algorithm of every model: rel_shift (what runs off TPU, also for configs that say "
+    "factorized), factorized (the algorithm factorized configs run on TPU), or null.",
 )
 flags.DEFINE_list(
     "matmul_sizes",
@@ -223,6 +223,10 @@ class Case:
     def net_config(self):
         return model_config(self.model, self.config, self.rel_attn_type)
 
+    def rel_attn_impl(self):
+        """The algorithm is forced: a factorized config alone would run rel_shift off TPU."""
+        return None if self.rel_attn_type == "null" else self.rel_attn_type
+
     def use_decoder(self):
         return self.task in ("mlm", "squad") and self.net_config().n_block > 1
 
@@ -239,6 +243,7 @@ class Case:
             head=head,
             batch_size=self.batch_size,
             num_predict=self.num_predict(),
+            rel_attn_impl=self.rel_attn_impl(),
         )["total"]
         return forward if self.mode == "infer" else 3 * forward
 
@@ -325,7 +330,7 @@ def build_step(case, recompute=False):
     if case.mode not in MODES:
         raise ValueError(f"--modes: unknown mode {case.mode!r}; known: {MODES}")
     net_config = case.net_config()
-    model = modeling.FunnelTFM(net_config)
+    model = modeling.FunnelTFM(net_config, rel_attn_impl=case.rel_attn_impl())
     if recompute:
         _recompute_layers(model)
     inputs = _inputs(case, net_config)

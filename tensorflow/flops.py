@@ -6,7 +6,8 @@ forward pass, so a training step is 3 x forward (the optimizer update is element
 
 The count follows what `modeling.FunnelTFM` computes: per-block lengths after pooling (the first layer of a
 pooled block has pooled queries and, with pool_q_only, full-length keys), the decoder at full length, and the
-relative-attention terms of the configured `rel_attn_type`:
+relative-attention terms of the algorithm that runs (`modeling.rel_attn_algorithm`: off TPU a "factorized"
+config runs rel_shift unless `rel_attn_impl` forces the factorized algorithm):
   rel_shift:  the projection of the R relative-distance encodings, R x d_model x (n_head d_head), shared by
               the whole batch (so divided by the batch size here), and the query-distance score, q_len x R per
               head, of which the rel_shift trick keeps q_len x k_len;
@@ -25,11 +26,14 @@ def _matmul(m, k, n):
     return 2 * m * k * n
 
 
-def layer_flops(net_config, q_len, k_len, q_pow=0, k_pow=0, batch_size=1, with_seg=True):
+def layer_flops(
+    net_config, q_len, k_len, q_pow=0, k_pow=0, batch_size=1, with_seg=True, rel_attn_impl=None
+):
     """Forward FLOPs per example of one attention + feed-forward layer.
 
     Args:
       net_config: `modeling.ModelConfig`.
+      rel_attn_impl: as `modeling.FunnelTFM`'s.
       q_len, k_len: query and key/value lengths.
       q_pow, k_pow: log2 of the query and key strides (they set the rel_shift distance rows).
       batch_size: examples sharing the batch-independent rel_shift projection.
@@ -49,12 +53,13 @@ def layer_flops(net_config, q_len, k_len, q_pow=0, k_pow=0, batch_size=1, with_s
         "ffn": _matmul(q_len, d_model, d_inner) + _matmul(q_len, d_inner, d_model),
         "relative": 0,
     }
-    if net_config.rel_attn_type == "rel_shift":
+    algorithm = modeling.rel_attn_algorithm(net_config, rel_attn_impl)
+    if algorithm == "rel_shift":
         n_rows = len(ops.rel_shift_positions(q_len, q_pow, k_len, k_pow)[0])
         counts["relative"] = _matmul(n_rows, d_model, nh) / batch_size + _matmul(q_len, nh, n_rows)
-    elif net_config.rel_attn_type == "factorized":
+    elif algorithm == "factorized":
         counts["relative"] = _matmul(q_len, nh, d_model) + n_head * _matmul(q_len, d_model, k_len)
-    if with_seg and net_config.rel_attn_type != "null":
+    if with_seg and algorithm != "null":
         counts["relative"] += _matmul(q_len, nh, 2)
     counts["total"] = sum(counts.values())
     return counts
@@ -118,8 +123,9 @@ def forward_flops(
     truncate_seq=True,
     n_class=2,
     num_predict=None,
+    rel_attn_impl=None,
 ):
-    """Forward FLOPs per example of the whole model.
+    """Forward FLOPs per example of the whole model (`rel_attn_impl` as `modeling.FunnelTFM`'s).
 
     Returns:
       dict: "input_projection", "encoder", "decoder", "head" and "total".
@@ -127,7 +133,13 @@ def forward_flops(
     shapes = layer_shapes(net_config, seq_len, use_decoder, truncate_seq)
     n_enc = sum(net_config.block_depth)
     per_layer = [
-        layer_flops(net_config, *shape, batch_size=batch_size, with_seg=with_seg)["total"]
+        layer_flops(
+            net_config,
+            *shape,
+            batch_size=batch_size,
+            with_seg=with_seg,
+            rel_attn_impl=rel_attn_impl,
+        )["total"]
         for shape in shapes
     ]
     counts = {

@@ -49,8 +49,8 @@ class ModelConfig:
       init: "normal", "uniform" or "truncated_normal".
       init_std: std of normal / truncated_normal initialisation.
       init_range: range of uniform initialisation.
-      rel_attn_type: "factorized", "rel_shift" (both compute the same function) or "null" (absolute position
-        and segment embeddings, no relative terms).
+      rel_attn_type: "factorized", "rel_shift" (both compute the same function, see `rel_attn_algorithm`)
+        or "null" (absolute position and segment embeddings, no relative terms).
       separate_cls: keep `<cls>` out of pooling.
       pooling_type: "mean" or "max".
       pooling_size: pooling kernel and stride; only 2 is supported, as in the original.
@@ -269,10 +269,51 @@ def check_seq_len(net_config, seq_len, truncate_seq=True, use_decoder=False):
             )
 
 
+REL_ATTN_ALGORITHMS = ("rel_shift", "factorized")
+
+
+def _under_tpu_strategy():
+    strategy = tf.distribute.get_strategy()
+    return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+
+
+def rel_attn_algorithm(net_config, rel_attn_impl=None):
+    """The algorithm that computes the relative position term of `net_config.rel_attn_type`.
+
+    "rel_shift" and "factorized" compute the same function. The factorized algorithm contracts the queries
+    with the position encodings over d_model in every head (n_head times the FLOPs of the content score) but
+    needs no reshape, which suits the TPU; rel_shift scores 2 x seq_len distances over d_head and realigns
+    them with a reshape (2 times the content score). So, as the original did (it switched "factorized" to
+    "rel_shift" when not on TPU), a "factorized" config runs the factorized algorithm only under a
+    TPUStrategy; the config itself, and the checkpoint, keep saying "factorized".
+
+    Args:
+      rel_attn_impl: None (that choice), or "rel_shift" / "factorized" to force an algorithm.
+    Returns:
+      "rel_shift", "factorized", or "null" for absolute position embeddings.
+    """
+    if rel_attn_impl is not None and rel_attn_impl not in REL_ATTN_ALGORITHMS:
+        raise ValueError(
+            f"rel_attn_impl must be one of {REL_ATTN_ALGORITHMS}, got {rel_attn_impl!r}"
+        )
+    if net_config.rel_attn_type == "null":
+        if rel_attn_impl is not None:
+            raise ValueError(
+                f"rel_attn_impl={rel_attn_impl!r} needs a relative rel_attn_type, got 'null'"
+            )
+        return "null"
+    if rel_attn_impl is not None:
+        return rel_attn_impl
+    if net_config.rel_attn_type == "factorized" and _under_tpu_strategy():
+        return "factorized"
+    return "rel_shift"
+
+
 class _AttentionStructure:
     """What every attention layer of a block needs besides the hidden states.
 
     Attributes:
+      algorithm: "rel_shift", "factorized" or "null", from `rel_attn_algorithm`.
       pos_enc: rel_shift: (encodings float [n_rows, d_model], shift); factorized: (enc_q_1, enc_q_2, enc_k_1),
         each float [len, d_model] (the original's enc_k_2 is implied by enc_k_1, see
         `ops.factorized_pos_score`); None for rel_attn_type "null".
@@ -281,7 +322,8 @@ class _AttentionStructure:
       q_len, k_len, q_pow, k_pow: lengths and log2 strides of queries and keys (rel_shift bookkeeping).
     """
 
-    def __init__(self, pos_enc, seg_mat, func_mask, q_len, k_len, q_pow, k_pow):
+    def __init__(self, algorithm, pos_enc, seg_mat, func_mask, q_len, k_len, q_pow, k_pow):
+        self.algorithm = algorithm
         self.pos_enc = pos_enc
         self.seg_mat = seg_mat
         self.func_mask = func_mask
@@ -292,13 +334,16 @@ class FunnelTFM(tf.Module):
     """Funnel-Transformer: embedding, pooled encoder blocks, optional upsampling decoder, task heads.
 
     `scope` is the checkpoint prefix: "model" for the main model (discriminator), "generator" for the ELECTRA
-    generator, which consumes the main model's input embedding.
+    generator, which consumes the main model's input embedding. `rel_attn_impl` forces the algorithm of the
+    relative attention ("rel_shift" or "factorized"); by default `rel_attn_algorithm` chooses it.
     """
 
-    def __init__(self, net_config, scope="model"):
+    def __init__(self, net_config, scope="model", rel_attn_impl=None):
         super().__init__(name=scope)
+        rel_attn_algorithm(net_config, rel_attn_impl)  # validates
         self.net_config = net_config
         self.scope = scope
+        self.rel_attn_impl = rel_attn_impl
         self._vars = {}
 
     # ----------------------------------------------------------------------------------------- variables
@@ -408,9 +453,10 @@ class FunnelTFM(tf.Module):
 
     def _init_attn_structure(self, seq_len, seg_id, is_training, dtype):
         cfg = self.net_config
-        if cfg.rel_attn_type == "rel_shift":
+        algorithm = rel_attn_algorithm(cfg, self.rel_attn_impl)
+        if algorithm == "rel_shift":
             pos_enc = self._pos_enc_rel_shift(seq_len, 0, seq_len, 0, is_training, dtype)
-        elif cfg.rel_attn_type == "factorized":
+        elif algorithm == "factorized":
             pos_enc = self._pos_enc_factorized(seq_len, is_training, dtype)
         else:
             pos_enc = None
@@ -421,7 +467,7 @@ class FunnelTFM(tf.Module):
             seg_mat = same | is_cls[:, :, None] | is_cls[:, None, :]
         # The original zeroes the position/segment terms of <cls> whether or not separate_cls is set.
         func_mask = tf.pad(tf.ones([seq_len - 1, seq_len - 1], dtype), [[1, 0], [1, 0]])
-        return _AttentionStructure(pos_enc, seg_mat, func_mask, seq_len, seq_len, 0, 0)
+        return _AttentionStructure(algorithm, pos_enc, seg_mat, func_mask, seq_len, seq_len, 0, 0)
 
     def _pool_structure(self, struct, block_idx, pool_q, pool_k, is_training, truncate_seq):
         """Pools the query side and/or the key side of an attention structure for block `block_idx`."""
@@ -440,17 +486,19 @@ class FunnelTFM(tf.Module):
             k_len, k_pow = ops.pooled_length(k_len, cfg.separate_cls, truncate_seq), block_idx
             func_mask = pool(func_mask, 1)
             seg_mat = pool(seg_mat, 2) if seg_mat is not None else None
-        if cfg.rel_attn_type == "rel_shift":
+        if struct.algorithm == "rel_shift":
             dtype = pos_enc[0].dtype
             pos_enc = self._pos_enc_rel_shift(q_len, q_pow, k_len, k_pow, is_training, dtype)
-        elif cfg.rel_attn_type == "factorized":
+        elif struct.algorithm == "factorized":
             enc_q_1, enc_q_2, enc_k_1 = pos_enc
             if pool_q:
                 enc_q_1, enc_q_2 = pool(enc_q_1, 0), pool(enc_q_2, 0)
             if pool_k:
                 enc_k_1 = pool(enc_k_1, 0)
             pos_enc = (enc_q_1, enc_q_2, enc_k_1)
-        return _AttentionStructure(pos_enc, seg_mat, func_mask, q_len, k_len, q_pow, k_pow)
+        return _AttentionStructure(
+            struct.algorithm, pos_enc, seg_mat, func_mask, q_len, k_len, q_pow, k_pow
+        )
 
     # ------------------------------------------------------------------------------------------ layers
     def _head_projections(self, scope, x, names):
@@ -503,9 +551,9 @@ class FunnelTFM(tf.Module):
         seg_embed = self._var(f"{scope}/seg_embed", [2, n_head, d_head], dtype)
 
         score = tf.matmul(q_head + r_w_bias[:, None] * scale, k_head, transpose_b=True)
-        if cfg.rel_attn_type != "null":
+        if struct.algorithm != "null":
             q_r = q_head + r_r_bias[:, None] * scale
-            if cfg.rel_attn_type == "rel_shift":
+            if struct.algorithm == "rel_shift":
                 pos_enc, shift = struct.pos_enc
                 r_head = tf.einsum("rd,dnh->nhr", pos_enc, r_kernel)
                 pos_score = ops.rel_shift(tf.matmul(q_r, r_head), struct.k_len, shift)

@@ -11,7 +11,7 @@ D, N, H, F, T, B = 8, 2, 4, 12, 8, 2
 
 
 def _config(rel_attn_type):
-    return modeling.ModelConfig(
+    return tiny_config(
         block_size="1_1",
         vocab_size=20,
         d_embed=D,
@@ -19,10 +19,6 @@ def _config(rel_attn_type):
         n_head=N,
         d_head=H,
         d_inner=F,
-        ff_activation="gelu",
-        dropout=0.0,
-        dropatt=0.0,
-        dropact=0.0,
         rel_attn_type=rel_attn_type,
         decoder_size="1",
     )
@@ -61,21 +57,42 @@ def hand_layer(q_len, k_len, rel_attn_type, n_rows=None):
 #   block 0, strides 1/1: distances 8 .. -7 -> 16 rows;
 #   block 1 pooling layer, query stride 2 (positions -1, 1, 3, 5), key stride 1 (0..7): 7 .. -8 -> 16 rows.
 # The decoder runs at the full length with block 0's structure.
-@pytest.mark.parametrize("rel_attn_type", ["rel_shift", "factorized", "null"])
-def test_forward_flops_match_a_hand_count(rel_attn_type):
+# Off TPU a factorized config runs the rel_shift algorithm unless the factorized one is forced.
+@pytest.mark.parametrize(
+    "rel_attn_type, rel_attn_impl, algorithm",
+    [
+        ("rel_shift", None, "rel_shift"),
+        ("factorized", None, "rel_shift"),
+        ("factorized", "factorized", "factorized"),
+        ("null", None, "null"),
+    ],
+)
+def test_forward_flops_match_a_hand_count(rel_attn_type, rel_attn_impl, algorithm):
     cfg = _config(rel_attn_type)
-    encoder = hand_layer(8, 8, rel_attn_type, 16) + hand_layer(4, 8, rel_attn_type, 16)
-    decoder = hand_layer(8, 8, rel_attn_type, 16)
+    encoder = hand_layer(8, 8, algorithm, 16) + hand_layer(4, 8, algorithm, 16)
+    decoder = hand_layer(8, 8, algorithm, 16)
     head = mm(1, D, D) + mm(1, D, 3)  # sequence summary, logits
     counts = flops.forward_flops(
-        cfg, T, use_decoder=True, head="classification", batch_size=B, n_class=3
+        cfg,
+        T,
+        use_decoder=True,
+        head="classification",
+        batch_size=B,
+        n_class=3,
+        rel_attn_impl=rel_attn_impl,
     )
     assert counts["encoder"] == pytest.approx(encoder)
     assert counts["decoder"] == pytest.approx(decoder)
     assert counts["head"] == head
     assert counts["total"] == pytest.approx(encoder + decoder + head)
     train = flops.train_flops(
-        cfg, T, use_decoder=True, head="classification", batch_size=B, n_class=3
+        cfg,
+        T,
+        use_decoder=True,
+        head="classification",
+        batch_size=B,
+        n_class=3,
+        rel_attn_impl=rel_attn_impl,
     )
     assert train == pytest.approx(3 * (encoder + decoder + head))
 
@@ -120,7 +137,7 @@ def test_layer_shapes_are_the_lengths_the_model_runs(overrides):
 
 
 def test_funnel_saves_flops_against_the_standard_stack():
-    funnel = modeling.ModelConfig(
+    funnel = tiny_config(
         block_size="6_6_6",
         vocab_size=30522,
         d_embed=768,
@@ -128,10 +145,6 @@ def test_funnel_saves_flops_against_the_standard_stack():
         n_head=12,
         d_head=64,
         d_inner=3072,
-        ff_activation="gelu",
-        dropout=0.1,
-        dropatt=0.1,
-        dropact=0.0,
         rel_attn_type="rel_shift",
         decoder_size="2",
     )

@@ -35,11 +35,10 @@ def expected_core_variables(cfg, n_enc_layers, n_dec_layers):
 
 # ------------------------------------------------------------------------------------------ golden
 @pytest.mark.parametrize("name", GOLDEN_MODELS)
-@pytest.mark.parametrize("rel_attn_type", ["rel_shift", "factorized"])
-def test_reproduces_original_hidden_states(name, rel_attn_type):
+@pytest.mark.parametrize("rel_attn_impl", modeling.REL_ATTN_ALGORITHMS)
+def test_reproduces_original_hidden_states(name, rel_attn_impl):
     config, ckpt, ref = load_golden(name)
-    config.rel_attn_type = rel_attn_type
-    model = modeling.FunnelTFM(config)
+    model = modeling.FunnelTFM(config, rel_attn_impl=rel_attn_impl)
     inputs = [tf.constant(ref[k]) for k in ("input_ids", "seg_id", "input_mask")]
     build(model, inputs[0].shape[1])
     report = model_utils.init_from_checkpoint(model, ckpt)
@@ -268,13 +267,51 @@ def test_decoder_output_is_full_length_and_max_pooling_differs_from_mean():
 @pytest.mark.parametrize("block_size", ["1_1_1", "2_1x2"])
 def test_rel_shift_and_factorized_compute_the_same_function(pool_q_only, truncate_seq, block_size):
     config = tiny_config(block_size=block_size, pool_q_only=pool_q_only, decoder_size="1")
-    model = modeling.FunnelTFM(config)
+    model = modeling.FunnelTFM(config, rel_attn_impl="factorized")
     seq_len = 16 if truncate_seq else 19
     ids, seg, mask = random_batch(seq_len)
     ref_full, _, _ = model.extract_hiddens(ids, False, seg, mask, True, truncate_seq=truncate_seq)
-    config.rel_attn_type = "rel_shift"
+    model.rel_attn_impl = "rel_shift"
     full, _, _ = model.extract_hiddens(ids, False, seg, mask, True, truncate_seq=truncate_seq)
     np.testing.assert_allclose(full, ref_full, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "rel_attn_type, rel_attn_impl, on_tpu, expected",
+    [
+        ("factorized", None, False, "rel_shift"),
+        ("factorized", None, True, "factorized"),
+        ("rel_shift", None, True, "rel_shift"),
+        ("factorized", "factorized", False, "factorized"),
+        ("rel_shift", "factorized", False, "factorized"),
+        ("null", None, True, "null"),
+    ],
+)
+def test_factorized_configs_run_the_factorized_algorithm_only_on_tpu(
+    monkeypatch, rel_attn_type, rel_attn_impl, on_tpu, expected
+):
+    monkeypatch.setattr(modeling, "_under_tpu_strategy", lambda: on_tpu)
+    config = tiny_config(rel_attn_type=rel_attn_type)
+    assert modeling.rel_attn_algorithm(config, rel_attn_impl) == expected
+
+
+def test_the_default_algorithm_is_the_one_that_runs():
+    """A factorized config off TPU runs rel_shift: its graph has the rel_shift reshape, not the factorized
+    position encodings' [len, d_model] multiplications."""
+    model = modeling.FunnelTFM(tiny_config(rel_attn_type="factorized"))
+    ids, seg, mask = random_batch(16)
+    graphs = {}
+    for impl in (None, "rel_shift", "factorized"):
+        model.rel_attn_impl = impl
+        fn = tf.function(lambda: model.extract_hiddens(ids, False, seg, mask)[0])
+        graphs[impl] = sorted(op.type for op in fn.get_concrete_function().graph.get_operations())
+    assert graphs[None] == graphs["rel_shift"] != graphs["factorized"]
+
+
+@pytest.mark.parametrize("config_type, impl", [("factorized", "xla"), ("null", "rel_shift")])
+def test_rel_attn_impl_is_validated(config_type, impl):
+    with pytest.raises(ValueError, match="rel_attn_impl"):
+        modeling.FunnelTFM(tiny_config(rel_attn_type=config_type), rel_attn_impl=impl)
 
 
 def test_input_projection_and_absolute_embeddings():
@@ -310,11 +347,10 @@ def test_dropout_only_when_training():
 
 # ------------------------------------------------------------------------------------- precision
 @pytest.mark.parametrize("precision, atol", [("bfloat16", 0.15), ("float16", 0.02)])
-@pytest.mark.parametrize("rel_attn_type", ["rel_shift", "factorized"])
-def test_reduced_precision_stays_close_to_float32(precision, atol, rel_attn_type):
+@pytest.mark.parametrize("rel_attn_impl", modeling.REL_ATTN_ALGORITHMS)
+def test_reduced_precision_stays_close_to_float32(precision, atol, rel_attn_impl):
     config, ckpt, ref = load_golden("tiny_relshift")
-    config.rel_attn_type = rel_attn_type
-    model = modeling.FunnelTFM(config)
+    model = modeling.FunnelTFM(config, rel_attn_impl=rel_attn_impl)
     inputs = [tf.constant(ref[k]) for k in ("input_ids", "seg_id", "input_mask")]
     build(model, 32)
     model_utils.init_from_checkpoint(model, ckpt)
