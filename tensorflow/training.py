@@ -88,6 +88,7 @@ def define_engine_flags(**defaults):
         save_steps=None,
         max_save=0,
         log_freq=100,
+        jit_compile=False,
     )
     unknown = set(defaults) - set(values)
     if unknown:
@@ -149,6 +150,12 @@ def define_engine_flags(**defaults):
     )
     flags.DEFINE_integer(
         "log_freq", values["log_freq"], "Log and write summaries every this many steps."
+    )
+    flags.DEFINE_bool(
+        "jit_compile",
+        values["jit_compile"],
+        "Compile each step's forward and backward pass with XLA (fuses the element-wise work; on TPU "
+        "everything is compiled anyway).",
     )
 
 
@@ -411,6 +418,7 @@ class RunConfig:
       max_save: checkpoints kept; 0 keeps all.
       log_freq: logging and summary period in steps.
       precision: "float32", "bfloat16" or "float16" (float16 enables dynamic loss scaling).
+      jit_compile: compile each step's forward and backward pass with XLA.
       init_checkpoint: warm start when model_dir has no checkpoint; None for none.
       init_global_vars: warm start every variable instead of the trainable ones.
     """
@@ -425,6 +433,7 @@ class RunConfig:
     precision: str = "float32"
     init_checkpoint: str | None = None
     init_global_vars: bool = False
+    jit_compile: bool = False
 
     def __post_init__(self):
         checks = [
@@ -455,6 +464,7 @@ class RunConfig:
             precision=resolve_precision(flag_values.use_bfloat16, flag_values.precision),
             init_checkpoint=flag_values.init_checkpoint,
             init_global_vars=flag_values.init_global_vars,
+            jit_compile=flag_values.jit_compile,
         )
 
 
@@ -608,18 +618,27 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
         tf.cond(all_finite, apply_branch, lambda: tf.constant(False))
         loss_scale.update(all_finite)
 
-    def step_fn(features):
+    def forward_backward(features):
         with tf.GradientTape() as tape:
             step_loss, step_monitors = loss_fn(features, True)
             scaled_loss = step_loss * loss_scale.scale if use_loss_scale else step_loss
         grads = tape.gradient(scaled_loss, variables)
+        # Sparse (embedding) gradients are densified: all-reduce and clipping treat every tensor alike.
+        grads = [None if g is None else tf.convert_to_tensor(g) for g in grads]
+        return step_loss, step_monitors, grads
+
+    if rc.jit_compile:
+        # Only this part: the all-reduce and the optimizer's cross-replica update stay outside XLA.
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def step_fn(features):
+        step_loss, step_monitors, grads = forward_backward(features)
         # As in the original, a variable without a gradient is not updated.
         trained = [v for g, v in zip(grads, variables, strict=True) if g is not None]
         for grad, var in zip(grads, variables, strict=True):
             if grad is None:
                 logging.warning("No gradient, not trained: %s", var.name)
-        # Sparse (embedding) gradients are densified: all-reduce and clipping treat every tensor alike.
-        grads = [tf.convert_to_tensor(g) for g in grads if g is not None]
+        grads = [g for g in grads if g is not None]
         replica = tf.distribute.get_replica_context()
         grads = replica.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
         lr = opt_config.get_learning_rate(global_step, rc.train_steps)

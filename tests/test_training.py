@@ -189,9 +189,10 @@ def test_run_config_from_flags_and_validation():
         precision=None,
         init_checkpoint=None,
         init_global_vars=False,
+        jit_compile=True,
     )
     config = training.RunConfig.from_flags(flags)
-    assert config.precision == "bfloat16" and config.train_steps == 10
+    assert config.precision == "bfloat16" and config.train_steps == 10 and config.jit_compile
     with pytest.raises(ValueError, match="--model_dir is required"):
         training.RunConfig(model_dir="", train_steps=1, train_batch_size=1)
     with pytest.raises(ValueError, match="--iterations must be > 0"):
@@ -302,6 +303,20 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     # Training to the same step again does nothing.
     _, result = run_training(strategy, tmp_path / "crash", init, train_steps=6)
     assert result == {"global_step": 6}
+
+
+def test_xla_compiled_steps_match_plain_steps(tmp_path):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    plain, plain_result = run_training(strategy, tmp_path / "plain", init, train_steps=4)
+    xla, xla_result = run_training(
+        strategy, tmp_path / "xla", init, train_steps=4, jit_compile=True
+    )
+    assert xla_result["loss"] == pytest.approx(plain_result["loss"], rel=1e-4)
+    assert_same_weights(weights(xla), weights(plain), atol=1e-4)
+    kernel = "model/encoder/layer_0/ff/layer_1/kernel"
+    moved = np.abs(weights(xla)[kernel] - checkpoint_tensors(str(init))[kernel]).max()
+    assert moved > 1e-3  # four steps at this learning rate do move the weights
 
 
 def test_warm_start_trainable_only_or_all(tmp_path):
