@@ -299,16 +299,25 @@ class AdamWeightDecay(tf.Module):
             )
 
     def _update_variable(self, var, grad, m, v, learning_rate, decay):
-        # Sparse gradients are densified: the original's moments decay every row at every step.
-        grad = tf.convert_to_tensor(grad)
-        next_m = self.beta_1 * m + (1.0 - self.beta_1) * grad
-        next_v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
-        update = next_m / (tf.sqrt(next_v) + self.epsilon)
+        # The decay first, with the same θ as the original: θ − lr·wd·θ − lr·m/(√v+ε) is its update.
         if decay:
-            update += self.weight_decay_rate * var
-        var.assign_sub(learning_rate * update)
-        m.assign(next_m)
-        v.assign(next_v)
+            var.assign_sub(learning_rate * self.weight_decay_rate * var)
+        # TensorFlow's fused Adam kernel: one pass over θ, m, v instead of a dozen element-wise ops (the
+        # optimizer step took a third of a B4-4-4H768 training step on CPU). With β powers 0 its
+        # lr·√(1−β2^t)/(1−β1^t) is lr, which already holds the bias correction. Sparse gradients are
+        # densified: the original's moments decay every row at every step.
+        tf.raw_ops.ResourceApplyAdam(
+            var=var.handle,
+            m=m.handle,
+            v=v.handle,
+            beta1_power=tf.constant(0.0),
+            beta2_power=tf.constant(0.0),
+            lr=learning_rate,
+            beta1=tf.constant(self.beta_1),
+            beta2=tf.constant(self.beta_2),
+            epsilon=tf.constant(self.epsilon),
+            grad=tf.convert_to_tensor(grad),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
