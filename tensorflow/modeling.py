@@ -896,7 +896,9 @@ class FunnelTFM(tf.Module):
         )
         h = self._layer_norm("lm_proj/layer_norm", h)
         bias = self._var("lm_loss/bias", [cfg.vocab_size], tf.float32, "zeros")
-        logits = tf.einsum("...e,ve->...v", h, tf.cast(lookup_table, h.dtype))
+        # A tensordot, not einsum("...e,ve->...v"): TF's einsum gradient for the table materializes the
+        # broadcast product [..., vocab_size, d_embed] before summing it (54 GB for a B4-4-4H768 MLM step).
+        logits = tf.tensordot(h, tf.cast(lookup_table, h.dtype), [[h.shape.rank - 1], [1]])
         return tf.cast(logits, tf.float32) + bias
 
     def lm_loss(self, hidden, target, lookup_table, target_mapping=None):

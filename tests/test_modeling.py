@@ -437,6 +437,33 @@ def test_mlm_and_electra_heads_and_names():
     assert shapes["model/binary_loss/bias"] == [1]
 
 
+def test_mlm_gradient_materializes_nothing_larger_than_the_embedding_table():
+    """The tied softmax's table gradient is one matmul: no [batch, num_predict, vocab, d_embed] product."""
+    vocab_size, d_embed = 1000, 24
+    model = modeling.FunnelTFM(tiny_config(vocab_size=vocab_size, d_embed=d_embed))
+    ids, seg, mask = random_batch(16, vocab_size=vocab_size)
+    positions = np.array([[1, 4, 9], [2, 3, 5]])
+    mapping = tf.one_hot(positions, 16)
+    target = tf.gather(ids, positions, batch_dims=1)
+    model.get_mlm_loss(target, ids, True, seg, mask, mapping)
+    variables = model.trainable_variables
+
+    @tf.function
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss, _ = model.get_mlm_loss(target, ids, True, seg, mask, mapping)
+        return tape.gradient(loss, variables)
+
+    graph = gradients.get_concrete_function().graph
+    sizes = [
+        tensor.shape.num_elements()
+        for op in graph.get_operations()
+        for tensor in op.outputs
+        if tensor.shape.is_fully_defined()
+    ]
+    assert max(sizes) == vocab_size * d_embed
+
+
 def test_works_inside_tf_function_and_creates_variables_once():
     model = modeling.FunnelTFM(tiny_config())
     ids, seg, mask = random_batch(16)
