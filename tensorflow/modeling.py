@@ -511,17 +511,20 @@ class FunnelTFM(tf.Module):
           x: float [batch_size, len, d_model].
           names: projection names among "q", "k", "v".
         Returns:
-          One float [batch_size, n_head, len, d_head] per name: heads first, so that every attention
-          product is a plain batched matmul.
+          One float [n_head, batch_size, len, d_head] per name: heads first, so that every attention
+          product is a plain batched matmul, and the batch-shared position projection one matmul per head
+          over all batch_size x len queries.
         """
         cfg = self.net_config
         shape = [cfg.d_model, cfg.n_head, cfg.d_head]
         kernel = tf.stack([self._var(f"{scope}/{n}/kernel", shape, x.dtype) for n in names], axis=1)
-        heads = tf.transpose(ops.dense(x, kernel), [2, 0, 3, 1, 4])
+        heads = tf.transpose(ops.dense(x, kernel), [2, 3, 0, 1, 4])
         outputs = []
         for name, head in zip(names, tf.unstack(heads, axis=0), strict=True):
             if name != "q":
-                head += self._var(f"{scope}/{name}/bias", shape[1:], x.dtype, "zeros")[:, None]
+                head += self._var(f"{scope}/{name}/bias", shape[1:], x.dtype, "zeros")[
+                    :, None, None
+                ]
             outputs.append(head)
         return outputs
 
@@ -550,33 +553,38 @@ class FunnelTFM(tf.Module):
         r_s_bias = self._var(f"{scope}/r_s_bias", [n_head, d_head], dtype)
         seg_embed = self._var(f"{scope}/seg_embed", [2, n_head, d_head], dtype)
 
-        score = tf.matmul(q_head + r_w_bias[:, None] * scale, k_head, transpose_b=True)
+        # Every score below is [n_head, batch_size, q_len, k_len].
+        score = tf.matmul(q_head + r_w_bias[:, None, None] * scale, k_head, transpose_b=True)
         if struct.algorithm != "null":
-            q_r = q_head + r_r_bias[:, None] * scale
+            q_r = q_head + r_r_bias[:, None, None] * scale
             if struct.algorithm == "rel_shift":
                 pos_enc, shift = struct.pos_enc
                 r_head = tf.einsum("rd,dnh->nhr", pos_enc, r_kernel)
-                pos_score = ops.rel_shift(tf.matmul(q_r, r_head), struct.k_len, shift)
+                # The distance encodings are shared by the batch: one [batch_size x q_len, n_rows]
+                # product per head instead of a broadcast batched matmul.
+                rows = tf.matmul(tf.reshape(q_r, [n_head, -1, d_head]), r_head)
+                rows = tf.reshape(rows, ops.static_shape(q_r)[:3] + [r_head.shape[-1]])
+                pos_score = ops.rel_shift(rows, struct.k_len, shift)
             else:
                 pos_score = ops.factorized_pos_score(
-                    tf.einsum("bnih,dnh->bnid", q_r, r_kernel), *struct.pos_enc
+                    tf.einsum("nbih,dnh->nbid", q_r, r_kernel), *struct.pos_enc
                 )
             if struct.seg_mat is not None:
                 seg_score = tf.einsum(
-                    "bnih,snh->bnis", q_head + r_s_bias[:, None] * scale, seg_embed
+                    "nbih,snh->nbis", q_head + r_s_bias[:, None, None] * scale, seg_embed
                 )
                 pos_score += tf.where(
-                    struct.seg_mat[:, None], seg_score[..., 1:2], seg_score[..., 0:1]
+                    struct.seg_mat[None], seg_score[..., 1:2], seg_score[..., 0:1]
                 )
             # One product with the 0/1 mask for both terms: a pass less over the scores.
             score += pos_score * struct.func_mask
         # Masking and softmax in float32: INF would overflow float16.
         score = tf.cast(score, tf.float32) - ops.INF * tf.cast(
-            attn_mask[:, None, None, :], tf.float32
+            attn_mask[None, :, None, :], tf.float32
         )
         prob = tf.cast(tf.nn.softmax(score, axis=-1), dtype)
         prob = ops.dropout(prob, cfg.dropatt, is_training)
-        attn_vec = tf.transpose(tf.matmul(prob, v_head), [0, 2, 1, 3])
+        attn_vec = tf.transpose(tf.matmul(prob, v_head), [1, 2, 0, 3])
         output = self._dense(f"{scope}/o", attn_vec, [d_model], n_in=2)
         output = ops.dropout(output, cfg.dropout, is_training)
         return self._layer_norm(f"{scope}/layer_norm", q + output)

@@ -191,24 +191,24 @@ def rel_shift(x, k_len, shift):
     r = shift * (q_len - i) + j, which the reshape below realises without a gather.
 
     Args:
-      x: [batch_size, n_head, q_len, n_rows].
+      x: [*lead, q_len, n_rows] (two leading dimensions: heads and batch).
     Returns:
-      [batch_size, n_head, q_len, k_len].
+      [*lead, q_len, k_len].
     """
-    batch, n_head, q_len, n_rows = static_shape(x)
+    *lead, q_len, n_rows = static_shape(x)
 
     # The gradient pads back what the slices dropped: TF's generic strided-slice gradient is an order of
     # magnitude slower on these large score tensors.
     @tf.custom_gradient
     def shifted(x):
-        y = tf.reshape(x, [batch, n_head, n_rows, q_len])[:, :, shift:]
-        y = tf.reshape(y, [batch, n_head, q_len, n_rows - shift])[..., :k_len]
+        y = tf.reshape(x, [*lead, n_rows, q_len])[:, :, shift:]
+        y = tf.reshape(y, [*lead, q_len, n_rows - shift])[..., :k_len]
 
         def grad(dy):
             dx = tf.pad(dy, [[0, 0], [0, 0], [0, 0], [0, n_rows - shift - k_len]])
-            dx = tf.reshape(dx, [batch, n_head, n_rows - shift, q_len])
+            dx = tf.reshape(dx, [*lead, n_rows - shift, q_len])
             dx = tf.pad(dx, [[0, 0], [0, 0], [shift, 0], [0, 0]])
-            return tf.reshape(dx, [batch, n_head, q_len, n_rows])
+            return tf.reshape(dx, [*lead, q_len, n_rows])
 
         return y, grad
 
@@ -222,11 +222,11 @@ def factorized_pos_score(q_r, enc_q_1, enc_q_2, enc_k_1):
     and enc_k_2 = [-sin_k, cos_k]; the second product's halves fold into the first's, which halves the work.
 
     Args:
-      q_r: [batch_size, n_head, q_len, d_model], the queries projected back to d_model per head.
+      q_r: [n_head, batch_size, q_len, d_model], the queries projected back to d_model per head.
       enc_q_1 = [sin_q, sin_q], enc_q_2 = [cos_q, cos_q]: [q_len, d_model] (with dropout when training).
       enc_k_1 = [cos_k, sin_k]: [k_len, d_model].
     Returns:
-      [batch_size, n_head, q_len, k_len].
+      [n_head, batch_size, q_len, k_len].
     """
     x, y = q_r * enc_q_1, q_r * enc_q_2
     x_1, x_2 = tf.split(x, 2, axis=-1)
