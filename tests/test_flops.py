@@ -72,28 +72,19 @@ def test_forward_flops_match_a_hand_count(rel_attn_type, rel_attn_impl, algorith
     encoder = hand_layer(8, 8, algorithm, 16) + hand_layer(4, 8, algorithm, 16)
     decoder = hand_layer(8, 8, algorithm, 16)
     head = mm(1, D, D) + mm(1, D, 3)  # sequence summary, logits
-    counts = flops.forward_flops(
-        cfg,
-        T,
+    options = dict(
         use_decoder=True,
         head="classification",
         batch_size=B,
         n_class=3,
         rel_attn_impl=rel_attn_impl,
     )
+    counts = flops.forward_flops(cfg, T, **options)
     assert counts["encoder"] == pytest.approx(encoder)
     assert counts["decoder"] == pytest.approx(decoder)
     assert counts["head"] == head
     assert counts["total"] == pytest.approx(encoder + decoder + head)
-    train = flops.train_flops(
-        cfg,
-        T,
-        use_decoder=True,
-        head="classification",
-        batch_size=B,
-        n_class=3,
-        rel_attn_impl=rel_attn_impl,
-    )
+    train = flops.train_flops(cfg, T, **options)
     assert train == pytest.approx(3 * (encoder + decoder + head))
 
 
