@@ -231,4 +231,69 @@ def factorized_pos_score(q_r, enc_q_1, enc_q_2, enc_k_1):
     x, y = q_r * enc_q_1, q_r * enc_q_2
     x_1, x_2 = tf.split(x, 2, axis=-1)
     y_1, y_2 = tf.split(y, 2, axis=-1)
-    return tf.matmul(tf.concat([x_1 + y_2, x_2 - y_1], axis=-1), enc_k_1, transpose_b=True)
+    folded = tf.concat([x_1 + y_2, x_2 - y_1], axis=-1)
+    # One [n_head x batch x q_len, d_model] x [d_model, k_len] product: a batched matmul against the
+    # batch-free encodings would broadcast, which oneDNN miscomputes on AVX-512 (see `broadcast_matmuls`).
+    *lead, d_model = static_shape(folded)
+    score = tf.matmul(tf.reshape(folded, [-1, d_model]), enc_k_1, transpose_b=True)
+    return tf.reshape(score, [*lead, enc_k_1.shape[0]])
+
+
+_BATCH_MATMULS = ("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
+
+
+def _graph_operations(graph, seen):
+    """The operations of `graph` and, recursively, of every function they call (loops, conditionals)."""
+    for op in graph.get_operations():
+        yield op
+        for attr in op.node_def.attr.values():
+            names = [attr.func.name] if attr.HasField("func") else []
+            names += [f.name for f in attr.list.func]
+            for name in names:
+                if name in seen:
+                    continue
+                seen.add(name)
+                body = getattr(graph._get_function(name), "graph", None)
+                if body is not None:
+                    yield from _graph_operations(body, seen)
+
+
+def _ellipsis_shape(term, shape):
+    """The dimensions an einsum operand `term` (e.g. "...ij") covers with its ellipsis."""
+    if "..." not in term:
+        return []
+    if shape.rank is None:
+        return None
+    n_labels = len(term.replace("...", ""))
+    start = term.index("...")
+    return shape.as_list()[start : shape.rank - (n_labels - start)]
+
+
+def broadcast_matmuls(graph):
+    """The batched matmuls of `graph` whose two operands have different batch shapes.
+
+    TensorFlow 2.21's oneDNN batched matmul miscomputes a broadcast product (e.g. [4, 1, 16, 64] against
+    [16, 64]) on AVX-512 CPUs and then corrupts the heap (tensorflow#117700). Nothing in this project may
+    build one, in the forward or the backward pass; code built on top can check its own step with this.
+
+    Args:
+      graph: a `tf.Graph`, e.g. `tf.function(f).get_concrete_function(...).graph`.
+    Returns:
+      One "op name (type): shapes" line per offending `BatchMatMul*` or broadcasting `Einsum` op, in the
+      graph and in every function it calls; empty when there is none.
+    """
+    found = []
+    for op in _graph_operations(graph, set()):
+        shapes = [x.shape for x in op.inputs[:2]]
+        if op.type in _BATCH_MATMULS:
+            batch = [None if s.rank is None else s.as_list()[:-2] for s in shapes]
+            differ = None in batch or batch[0] != batch[1]
+        elif op.type == "Einsum" and len(op.inputs) == 2:
+            terms = op.get_attr("equation").decode().split("->")[0].split(",")
+            batch = [_ellipsis_shape(t, s) for t, s in zip(terms, shapes, strict=True)]
+            differ = None in batch or batch[0] != batch[1]
+        else:
+            continue
+        if differ:
+            found.append(f"{op.name} ({op.type}): {shapes[0]} x {shapes[1]}")
+    return found

@@ -34,40 +34,53 @@ def expected_core_variables(cfg, n_enc_layers, n_dec_layers):
 
 
 # ------------------------------------------------------------------------------------------ golden
-@pytest.mark.parametrize("name", GOLDEN_MODELS)
-@pytest.mark.parametrize("rel_attn_impl", modeling.REL_ATTN_ALGORITHMS)
-def test_reproduces_original_hidden_states(name, rel_attn_impl):
-    config, ckpt, ref = load_golden(name)
-    model = modeling.FunnelTFM(config, rel_attn_impl=rel_attn_impl)
-    inputs = [tf.constant(ref[k]) for k in ("input_ids", "seg_id", "input_mask")]
-    build(model, inputs[0].shape[1])
-    report = model_utils.init_from_checkpoint(model, ckpt)
-    assert report.missing == [] and report.unused == ["global_step"]
-    assert len(report.loaded) == len(tf.train.list_variables(ckpt)) - 1
-
+def assert_matches_golden(model, ref, rows):
+    """The model's hidden states on the reference rows `rows` (a slice) equal the original's."""
+    inputs = [tf.constant(ref[k][rows]) for k in ("input_ids", "seg_id", "input_mask")]
     full, hiddens, ret = model.extract_hiddens(*inputs[:1], False, *inputs[1:], use_decoder=True)
     enc_hiddens = [ret["embedding_output"], *hiddens]
     n_enc = len([k for k in ref if k.startswith("enc_hidden_")])
     assert len(enc_hiddens) == n_enc
     for i, hidden in enumerate(enc_hiddens):
         np.testing.assert_allclose(
-            hidden, ref[f"enc_hidden_{i:02d}"], atol=1e-5, err_msg=f"enc {i}"
+            hidden, ref[f"enc_hidden_{i:02d}"][rows], atol=1e-5, err_msg=f"enc {i}"
         )
-    np.testing.assert_allclose(ret["encoder_output"], ref["enc_last_hidden"], atol=1e-5)
+    np.testing.assert_allclose(ret["encoder_output"], ref["enc_last_hidden"][rows], atol=1e-5)
     dec_hiddens = [ret["bridge_output"], *ret["decoder_hiddens"]]
     for i, hidden in enumerate(dec_hiddens):
         np.testing.assert_allclose(
-            hidden, ref[f"dec_hidden_{i:02d}"], atol=1e-5, err_msg=f"dec {i}"
+            hidden, ref[f"dec_hidden_{i:02d}"][rows], atol=1e-5, err_msg=f"dec {i}"
         )
-    np.testing.assert_allclose(full, ref["full_last_hidden"], atol=1e-5)
+    np.testing.assert_allclose(full, ref["full_last_hidden"][rows], atol=1e-5)
 
     encoder_only, _, _ = model.extract_hiddens(*inputs[:1], False, *inputs[1:], use_decoder=False)
-    np.testing.assert_allclose(encoder_only, ref["enc_last_hidden"], atol=1e-5)
+    np.testing.assert_allclose(encoder_only, ref["enc_last_hidden"][rows], atol=1e-5)
+
+
+# Batch 1 is where TensorFlow 2.21's oneDNN broadcast matmul bug showed on AVX-512 CPUs.
+@pytest.mark.parametrize("batch_size", [2, 1])
+@pytest.mark.parametrize("name", GOLDEN_MODELS)
+@pytest.mark.parametrize("rel_attn_impl", modeling.REL_ATTN_ALGORITHMS)
+def test_reproduces_original_hidden_states(name, rel_attn_impl, batch_size):
+    config, ckpt, ref = load_golden(name)
+    model = modeling.FunnelTFM(config, rel_attn_impl=rel_attn_impl)
+    build(model, ref["input_ids"].shape[1])
+    report = model_utils.init_from_checkpoint(model, ckpt)
+    assert report.missing == [] and report.unused == ["global_step"]
+    assert len(report.loaded) == len(tf.train.list_variables(ckpt)) - 1
+
+    n_rows = ref["input_ids"].shape[0]
+    for start in range(0, n_rows, batch_size):
+        assert_matches_golden(model, ref, slice(start, start + batch_size))
 
     unaligned = [tf.constant(ref[f"unaligned_{k}"]) for k in ("input_ids", "seg_id", "input_mask")]
+    unaligned = [tf.tile(x, [batch_size, 1]) for x in unaligned]
     full, _, ret = model.extract_hiddens(unaligned[0], False, *unaligned[1:], use_decoder=True)
-    np.testing.assert_allclose(ret["encoder_output"], ref["unaligned_enc_last_hidden"], atol=1e-5)
-    np.testing.assert_allclose(full, ref["unaligned_full_last_hidden"], atol=1e-5)
+    for row in range(batch_size):
+        np.testing.assert_allclose(
+            ret["encoder_output"][row], ref["unaligned_enc_last_hidden"][0], atol=1e-5
+        )
+        np.testing.assert_allclose(full[row], ref["unaligned_full_last_hidden"][0], atol=1e-5)
 
 
 def test_golden_checkpoint_names_match_spec():
