@@ -7,7 +7,7 @@ import os
 import uuid
 
 import tensorflow as tf
-from absl import logging
+from absl import flags, logging
 
 SEG_ID_A = 0
 SEG_ID_B = 1
@@ -166,3 +166,32 @@ def atomic_write_text(path, text):
 def atomic_write_json(path, obj, indent=None):
     """Writes `obj` as JSON to `path` through a temporary file."""
     atomic_write_text(path, json.dumps(obj, indent=indent))
+
+
+def parsed_flag_values(caller, names):
+    """The parsed absl flags `names`, for the seed's no-argument calls (`get_tokenizer()`, ...).
+
+    Library functions read flags only when called without arguments, as the original's did.
+
+    Args:
+      caller: the call, for the message, e.g. "tokenization.get_tokenizer()".
+      names: flag names.
+    Returns:
+      dict name -> value.
+    Raises:
+      ValueError: flags are not parsed, or one of `names` is not defined; the message says what to pass.
+    """
+    wanted = ", ".join(f"--{n}" for n in names)
+    if not flags.FLAGS.is_parsed():
+        raise ValueError(
+            f"{caller} without arguments reads the flags {wanted}, but flags are not parsed: pass "
+            "the arguments explicitly, or parse flags first"
+        )
+    missing = [n for n in names if n not in flags.FLAGS]
+    if missing:
+        raise ValueError(
+            f"{caller} without arguments reads the flags {wanted}, but "
+            f"{', '.join('--' + n for n in missing)} are not defined: pass the arguments explicitly, "
+            "or define them (training.define_tokenizer_flags(), training.define_model_flags())"
+        )
+    return {n: flags.FLAGS[n].value for n in names}

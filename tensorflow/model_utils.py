@@ -134,20 +134,60 @@ def save_checkpoint(objects, path, max_to_keep=0):
     return _write_checkpoint({n: v.read_value() for n, v in named.items()}, path, max_to_keep)
 
 
+class CheckpointValues:
+    """The variables of one name-based checkpoint, read on demand by name.
+
+    Args:
+      path: a checkpoint prefix (see `resolve_checkpoint` for the other forms).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._reader = tf.train.load_checkpoint(path)
+        self.shapes = self._reader.get_variable_to_shape_map()
+
+    def get(self, name, shape):
+        """The value of `name` as numpy, None when the checkpoint lacks it.
+
+        Raises:
+          ValueError: the checkpoint's shape differs from `shape` (naming both).
+        """
+        if name not in self.shapes:
+            return None
+        if list(self.shapes[name]) != list(shape):
+            raise ValueError(
+                f"checkpoint {self.path}: variable {name} has shape {self.shapes[name]} in the "
+                f"checkpoint but {list(shape)} in the model (does the model config match the "
+                "checkpoint?)"
+            )
+        return self._reader.get_tensor(name)
+
+
 @dataclasses.dataclass
 class InitReport:
-    """What `init_from_checkpoint` did: checkpoint names loaded, model names missing, checkpoint names unused."""
+    """What `init_from_checkpoint` did.
+
+    Attributes:
+      loaded: checkpoint names loaded into existing variables.
+      missing: model variable names absent from the checkpoint (they keep their initial values).
+      unused: checkpoint names no existing variable has.
+      deferred: those of `unused` under a model's scope: restored when the model creates them (a head
+        first called after the load), as TF2's deferred restoration does.
+    """
 
     loaded: list
     missing: list
     unused: list
+    deferred: list
 
 
 def init_from_checkpoint(objects, init_checkpoint, trainable_only=False):
     """Loads a name-based checkpoint into `objects` by variable name (the original warm start).
 
     Model variables absent from the checkpoint keep their initial values; checkpoint variables absent from the
-    model are skipped (logged, except optimizer slots and global_step).
+    model are skipped (logged, except optimizer slots and global_step). A model (`FunnelTFM`) among `objects`
+    also restores from this checkpoint every variable it creates later, so the order of loading and first
+    calls does not matter.
 
     Args:
       objects: see `collect_variables`.
@@ -158,25 +198,26 @@ def init_from_checkpoint(objects, init_checkpoint, trainable_only=False):
     Raises:
       ValueError: a variable's shape differs from the checkpoint's (naming both shapes).
     """
+    if not isinstance(objects, (list, tuple)):
+        objects = [objects]
     path = resolve_checkpoint(init_checkpoint)
-    reader = tf.train.load_checkpoint(path)
-    ckpt_shapes = reader.get_variable_to_shape_map()
+    values = CheckpointValues(path)
     named = collect_variables(objects)
     if trainable_only:
         named = {n: v for n, v in named.items() if v.trainable}
     loaded, missing = [], []
     for name, var in sorted(named.items()):
-        if name not in ckpt_shapes:
+        value = values.get(name, var.shape.as_list())
+        if value is None:
             missing.append(name)
             continue
-        if list(ckpt_shapes[name]) != var.shape.as_list():
-            raise ValueError(
-                f"checkpoint {path}: variable {name} has shape {ckpt_shapes[name]} in the checkpoint "
-                f"but {var.shape.as_list()} in the model (does the model config match the checkpoint?)"
-            )
-        var.assign(tf.cast(reader.get_tensor(name), var.dtype))
+        var.assign(tf.cast(value, var.dtype))
         loaded.append(name)
-    unused = sorted(set(ckpt_shapes) - set(named))
+    unused = sorted(set(values.shapes) - set(named))
+    models = [o for o in objects if hasattr(o, "restore_on_creation")]
+    for model in models:
+        model.restore_on_creation(values)
+    deferred = [n for n in unused if any(n.startswith(f"{m.scope}/") for m in models)]
     logging.info("Loaded %d variables from %s", len(loaded), path)
     for name in missing:
         logging.info("Not in checkpoint, kept initial value: %s", name)
@@ -184,11 +225,13 @@ def init_from_checkpoint(objects, init_checkpoint, trainable_only=False):
     if reported:
         groups = sorted({"/".join(n.split("/")[:3]) for n in reported})
         logging.info(
-            "%d checkpoint variables not used by the model, under: %s",
+            "%d checkpoint variables not used by the model so far (%d restored if the model creates "
+            "them), under: %s",
             len(reported),
+            len(deferred),
             ", ".join(groups),
         )
-    return InitReport(loaded, missing, unused)
+    return InitReport(loaded, missing, unused, deferred)
 
 
 def export_core_checkpoint(src_checkpoint, dst_path):

@@ -11,9 +11,12 @@ import json
 import re
 
 import tensorflow as tf
+from absl import logging
 
 import data_utils
+import model_utils
 import ops
+import tokenization
 
 _DEPTH_RE = re.compile(r"^(\d+)(?:x(\d+))?$")
 
@@ -215,8 +218,18 @@ class ModelConfig:
         return cls.from_dict(values, source=json_path)
 
     @classmethod
-    def init_from_flags(cls, flag_values):
-        """Builds a config from an object holding the 20 keys as attributes (e.g. absl FLAGS)."""
+    def init_from_flags(cls, flag_values=None):
+        """Builds a config from an object holding the 20 keys as attributes (e.g. absl FLAGS).
+
+        Without an argument (the seed's `ModelConfig.init_from_flags()`) it reads the parsed absl flags;
+        an unset `--vocab_size` is then the size of the `--tokenizer_path` vocabulary, as the original's
+        `setup_special_ids` made it.
+        """
+        if flag_values is None:
+            values = data_utils.parsed_flag_values("ModelConfig.init_from_flags()", cls.keys)
+            if values["vocab_size"] is None:
+                values["vocab_size"] = tokenization.get_tokenizer().get_vocab_size()
+            return cls(**values)
         missing = [key for key in cls.keys if not hasattr(flag_values, key)]
         if missing:
             raise ValueError(f"flags object lacks config key(s) {missing}")
@@ -309,6 +322,33 @@ def rel_attn_algorithm(net_config, rel_attn_impl=None):
     return "rel_shift"
 
 
+_VOCABULARIES = (
+    ("vocab.uncased.txt", "word_piece", True),
+    ("vocab.cased.txt", "word_piece", False),
+    ("vocab.txt", "word_piece", True),
+)
+
+
+def _find_vocabulary(model_dir, tokenizer_type=None):
+    """(tokenizer_type, path, uncased) of the vocabulary file in a checkpoint directory."""
+    candidates = [(f"{model_dir}/{name}", kind, uncased) for name, kind, uncased in _VOCABULARIES]
+    for path in sorted(tf.io.gfile.glob(f"{model_dir}/*.model")):
+        name = path.rsplit("/", 1)[-1].lower()
+        candidates.append((path, "sent_piece", "uncased" in name or "cased" not in name))
+    for path, kind, uncased in candidates:
+        if tokenizer_type in (None, kind) and tf.io.gfile.exists(path):
+            return kind, path, uncased
+    names = ", ".join(name for name, _, _ in _VOCABULARIES)
+    raise ValueError(
+        f"no vocabulary in {model_dir} (looked for {names}, *.model): pass tokenizer_path"
+    )
+
+
+def _as_tensors(*values):
+    """Python lists and numpy arrays as tensors, converted once; tensors and None pass through."""
+    return [None if v is None else tf.convert_to_tensor(v) for v in values]
+
+
 class _AttentionStructure:
     """What every attention layer of a block needs besides the hidden states.
 
@@ -345,11 +385,86 @@ class FunnelTFM(tf.Module):
         self.scope = scope
         self.rel_attn_impl = rel_attn_impl
         self._vars = {}
+        self._restore_from = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir,
+        checkpoint=None,
+        tokenizer_type=None,
+        tokenizer_path=None,
+        uncased=None,
+        scope="model",
+        rel_attn_impl=None,
+    ):
+        """A model with every variable of its checkpoint loaded, and its tokenizer, from one directory.
+
+        `model_dir` is a released checkpoint directory (e.g. `B4-4-4H768-ELEC-TF`) or one our scripts
+        wrote: `net_config.json`, the checkpoint, and a vocabulary. The encoder, and the decoder when the
+        checkpoint has it, are created and loaded now; heads saved in the checkpoint (a finetuned
+        classifier's) are loaded when first called.
+
+        Args:
+          model_dir: the directory.
+          checkpoint: a checkpoint prefix; default the newest checkpoint in `model_dir`.
+          tokenizer_type, tokenizer_path, uncased: default the vocabulary found in `model_dir`, in this
+            order: `vocab.uncased.txt` (word_piece, uncased), `vocab.cased.txt` (word_piece, cased),
+            `vocab.txt` (word_piece, uncased), `*.model` (sent_piece, uncased unless its name says cased).
+          scope, rel_attn_impl: as for the constructor.
+        Returns:
+          (FunnelTFM, tokenizer).
+        Raises:
+          ValueError: a file is missing, or the checkpoint lacks a variable of the config's encoder (the
+            config does not describe the checkpoint).
+        """
+        net_config = ModelConfig.init_from_json(f"{model_dir}/net_config.json")
+        if tokenizer_path is None:
+            tokenizer_type, tokenizer_path, found_uncased = _find_vocabulary(
+                model_dir, tokenizer_type
+            )
+            uncased = found_uncased if uncased is None else uncased
+        tokenizer = tokenization.get_tokenizer(
+            tokenizer_type or "word_piece", tokenizer_path, uncased
+        )
+        if tokenizer.get_vocab_size() != net_config.vocab_size:
+            raise ValueError(
+                f"{tokenizer_path} has {tokenizer.get_vocab_size()} entries but {model_dir}/"
+                f"net_config.json says vocab_size {net_config.vocab_size}"
+            )
+        checkpoint = model_utils.resolve_checkpoint(checkpoint or model_dir)
+        model = cls(net_config, scope, rel_attn_impl)
+        report = model_utils.init_from_checkpoint(model, checkpoint)
+        # Creating the encoder (and the decoder, which a finetuned classifier's checkpoint lacks) restores
+        # their variables; see `restore_on_creation`.
+        has_decoder = any(n.startswith(f"{scope}/decoder/") for n in report.deferred)
+        ids = tf.zeros([1, 4 * 2 ** (net_config.n_block - 1)], tf.int32)
+        model.extract_hiddens(ids, False, seg_id=ids, use_decoder=has_decoder)
+        absent = sorted(set(model.named_variables()) - set(report.deferred))
+        if absent:
+            raise ValueError(
+                f"checkpoint {checkpoint} lacks {len(absent)} variable(s) of {model_dir}/"
+                f"net_config.json, e.g. {', '.join(absent[:3])}"
+            )
+        return model, tokenizer
 
     # ----------------------------------------------------------------------------------------- variables
     def named_variables(self):
         """Every variable created so far, keyed by its checkpoint name."""
         return dict(self._vars)
+
+    def restore_on_creation(self, checkpoint_values):
+        """Variables created from now on take their value from this checkpoint when it has their name.
+
+        TF2's deferred restoration, for name-based checkpoints: `model_utils.init_from_checkpoint` calls
+        this, so a head or the decoder first called after a load gets the checkpoint's values, never random
+        ones. A later load replaces the earlier one.
+
+        Args:
+          checkpoint_values: a `model_utils.CheckpointValues` (anything with `get(name, shape)` returning
+            a numpy value or None).
+        """
+        self._restore_from = checkpoint_values
 
     def _initializer(self):
         cfg = self.net_config
@@ -366,9 +481,19 @@ class FunnelTFM(tf.Module):
         if var is None:
             # Lifted out of any tf.function being traced, like TF1 get_variable at graph-build time;
             # no enclosing name scope may prefix the checkpoint name.
+            restored = (
+                None if self._restore_from is None else self._restore_from.get(full_name, shape)
+            )
             with tf.init_scope(), tf.compat.v1.name_scope(None):
-                initial = {"zeros": tf.zeros, "ones": tf.ones}.get(init) or self._initializer()
-                var = tf.Variable(initial(shape), name=full_name, dtype=tf.float32)
+                if restored is not None:
+                    value = restored
+                    logging.info(
+                        "Restored at creation from %s: %s", self._restore_from.path, full_name
+                    )
+                else:
+                    initial = {"zeros": tf.zeros, "ones": tf.ones}.get(init) or self._initializer()
+                    value = initial(shape)
+                var = tf.Variable(value, name=full_name, dtype=tf.float32)
             self._vars[full_name] = var
         elif var.shape.as_list() != list(shape):
             raise ValueError(
@@ -730,6 +855,7 @@ class FunnelTFM(tf.Module):
         Returns:
           (last_hidden, encoder_hiddens, ret_dict) as in `encode`, in the compute dtype.
         """
+        inputs, seg_id, input_mask = _as_tensors(inputs, seg_id, input_mask)
         self._check_inputs(inputs, seg_id, input_mask)
         word_embed, _ = self.input_embedding(
             inputs, is_training, seg_id, use_tpu, use_bfloat16, precision
@@ -869,6 +995,7 @@ class FunnelTFM(tf.Module):
         Returns:
           (per_example_loss float32 [batch_size], logits float32 [batch_size, n_choice]).
         """
+        inputs, seg_id, input_mask = _as_tensors(inputs, seg_id, input_mask)
         batch_size = tf.shape(inputs)[0]
         seq_len = inputs.shape[1] // n_choice
 
@@ -947,6 +1074,7 @@ class FunnelTFM(tf.Module):
         Returns:
           (loss float32 scalar, {"per_target_loss", "logits"}).
         """
+        target, target_mapping, target_mask = _as_tensors(target, target_mapping, target_mask)
         output, _, _ = self.extract_hiddens(
             inputs,
             is_training,
@@ -1069,6 +1197,7 @@ class FunnelTFM(tf.Module):
           (per_example_loss float32 [batch],
            {"start_log_probs", "end_log_probs" float32 [batch, seq_len], "cls_logits" float32 [batch]}).
         """
+        features = dict(zip(features, _as_tensors(*features.values()), strict=True))
         output, _, _ = self.extract_hiddens(
             features["input_ids"],
             is_training,
@@ -1127,6 +1256,7 @@ class FunnelTFM(tf.Module):
           `end_top_log_probs`, `end_top_index` [batch, start_n_top * end_n_top] (start-major);
           `cls_logits` float32 [batch].
         """
+        features = dict(zip(features, _as_tensors(*features.values()), strict=True))
         output, _, _ = self.extract_hiddens(
             features["input_ids"],
             False,

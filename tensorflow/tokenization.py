@@ -14,6 +14,8 @@ import sentencepiece as spm
 import tensorflow as tf
 from absl import logging
 
+import data_utils
+
 TOKENIZER_TYPES = ("word_piece", "sent_piece")
 
 SPIECE_UNDERLINE = "\u2581"
@@ -429,21 +431,32 @@ class SentencePieceTokenizer(Tokenizer):
         return token.startswith(SPIECE_UNDERLINE) or token in _SPM_START_PUNCT
 
 
-def get_tokenizer(tokenizer_type="word_piece", tokenizer_path="", uncased=True):
-    """Loads the tokenizer of the `--tokenizer_type`, `--tokenizer_path`, `--uncased` flags.
+def get_tokenizer(tokenizer_type=None, tokenizer_path=None, uncased=None):
+    """Loads a word-piece or sentencepiece tokenizer.
+
+    Called with no argument at all (the seed's `tokenization.get_tokenizer()`), it reads the parsed flags
+    `--tokenizer_type`, `--tokenizer_path` and `--uncased`.
 
     Args:
-      tokenizer_type: "word_piece" (vocabulary file, one token per line) or "sent_piece"
+      tokenizer_type: "word_piece" (vocabulary file, one token per line; the default) or "sent_piece"
         (sentencepiece .model file).
       tokenizer_path: local or gs:// path of that file.
-      uncased: lower-case and strip accents before tokenizing.
+      uncased: lower-case and strip accents before tokenizing (default True).
 
     Returns:
       A `WordPieceTokenizer` or `SentencePieceTokenizer`.
 
     Raises:
-      ValueError: unknown type, or a missing or unreadable file.
+      ValueError: unknown type, or a missing or unreadable file; flags needed but not parsed.
     """
+    if tokenizer_type is None and tokenizer_path is None and uncased is None:
+        values = data_utils.parsed_flag_values(
+            "tokenization.get_tokenizer()", ("tokenizer_type", "tokenizer_path", "uncased")
+        )
+        tokenizer_type, tokenizer_path, uncased = values.values()
+    tokenizer_type = tokenizer_type or "word_piece"
+    tokenizer_path = tokenizer_path or ""
+    uncased = True if uncased is None else uncased
     if tokenizer_type == "word_piece":
         return WordPieceTokenizer(tokenizer_path, uncased=uncased)
     if tokenizer_type == "sent_piece":

@@ -164,6 +164,96 @@ def test_warm_start_reports_missing_and_unused(tmp_path):
     assert report.unused and all(n.startswith("model/decoder/layer_3/") for n in report.unused)
 
 
+def test_decoder_created_after_the_load_takes_the_checkpoint_values():
+    config, ckpt, ref = load_golden("tiny_relshift")
+    model = modeling.FunnelTFM(config)
+    inputs = [tf.constant(ref[k]) for k in ("input_ids", "seg_id", "input_mask")]
+    model.extract_hiddens(*inputs[:1], False, *inputs[1:], use_decoder=False)
+    report = model_utils.init_from_checkpoint(model, ckpt)
+    decoder = sorted(n for n in dict(tf.train.list_variables(ckpt)) if "/decoder/" in n)
+    assert len(decoder) == 40 and report.deferred == decoder
+    assert report.unused == sorted([*decoder, "global_step"])
+
+    full, _, _ = model.extract_hiddens(*inputs[:1], False, *inputs[1:], use_decoder=True)
+    np.testing.assert_allclose(full, ref["full_last_hidden"], atol=1e-5)
+
+
+@pytest.mark.parametrize("regression", [False, True], ids=["classification", "regression"])
+def test_finetuned_head_called_first_after_the_load_has_the_finetuned_values(tmp_path, regression):
+    ids, seg, mask = random_batch(16)
+    labels = tf.constant([0.5, 1.0]) if regression else tf.constant([0, 2])
+
+    def head(model):
+        if regression:
+            return model.get_regression_loss(labels, ids, False, "sts-b", seg, mask)
+        return model.get_classification_loss(labels, ids, 3, False, "mnli", seg, mask)
+
+    finetuned = modeling.FunnelTFM(tiny_config())
+    expected_loss, expected = head(finetuned)
+    path = model_utils.save_checkpoint(finetuned, str(tmp_path / "model.ckpt-9"))
+
+    # A notebook: a fresh model, the load before any call, then the head.
+    fresh = modeling.FunnelTFM(tiny_config())
+    report = model_utils.init_from_checkpoint(fresh, path)
+    assert report.loaded == [] and report.deferred == report.unused
+    loss, outputs = head(fresh)
+    np.testing.assert_array_equal(outputs, expected)
+    np.testing.assert_array_equal(loss, expected_loss)
+    assert sorted(fresh.named_variables()) == sorted(finetuned.named_variables())
+
+
+def _write_vocab(path, size):
+    specials = ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>"]
+    path.write_text("\n".join(specials + [f"w{i}" for i in range(size - len(specials))]) + "\n")
+
+
+def test_from_pretrained_loads_a_finetuned_directory_heads_included(tmp_path):
+    config = tiny_config()
+    finetuned = modeling.FunnelTFM(config)
+    ids, seg, mask = random_batch(16)
+    _, logits = finetuned.get_classification_loss([0, 1], ids, 3, False, "mnli", seg, mask)
+    model_utils.save_checkpoint(finetuned, str(tmp_path / "model.ckpt-30"))
+    config.to_json(str(tmp_path / "net_config.json"))
+    _write_vocab(tmp_path / "vocab.cased.txt", config.vocab_size)
+
+    model, tokenizer = modeling.FunnelTFM.from_pretrained(str(tmp_path))
+    assert tokenizer.path.endswith("vocab.cased.txt") and not tokenizer.uncased
+    core = {n for n in finetuned.named_variables() if "/mnli/" not in n and "sequnece" not in n}
+    assert set(model.named_variables()) == core
+    for name, var in model.named_variables().items():
+        np.testing.assert_array_equal(var, finetuned.named_variables()[name])
+    _, reloaded = model.get_classification_loss([0, 1], ids, 3, False, "mnli", seg, mask)
+    np.testing.assert_array_equal(reloaded, logits)
+
+
+def test_from_pretrained_errors_name_what_is_wrong(tmp_path):
+    config = tiny_config(decoder_size="0")
+    model = modeling.FunnelTFM(config)
+    build(model, use_decoder=False)
+    model_utils.save_checkpoint(model, str(tmp_path / "model.ckpt"))
+    config.to_json(str(tmp_path / "net_config.json"))
+    with pytest.raises(ValueError, match=r"no vocabulary in .*vocab.uncased.txt"):
+        modeling.FunnelTFM.from_pretrained(str(tmp_path))
+    _write_vocab(tmp_path / "vocab.uncased.txt", 40)
+    with pytest.raises(ValueError, match=r"40 entries but .*net_config.json says vocab_size 50"):
+        modeling.FunnelTFM.from_pretrained(str(tmp_path))
+    _write_vocab(tmp_path / "vocab.uncased.txt", 50)
+    tiny_config(block_size="2_1_1", decoder_size="0").to_json(str(tmp_path / "net_config.json"))
+    with pytest.raises(ValueError, match=r"lacks 20 variable\(s\) of .*net_config.json"):
+        modeling.FunnelTFM.from_pretrained(str(tmp_path))
+
+
+def test_a_variable_created_after_the_load_with_another_shape_is_refused(tmp_path):
+    source = modeling.FunnelTFM(tiny_config())
+    ids, seg, mask = random_batch(16)
+    source.get_classification_loss(tf.constant([0, 1]), ids, 2, False, "task", seg, mask)
+    path = model_utils.save_checkpoint(source, str(tmp_path / "model.ckpt-1"))
+    target = modeling.FunnelTFM(tiny_config())
+    model_utils.init_from_checkpoint(target, path)
+    with pytest.raises(ValueError, match=r"model/task/logit/kernel has shape \[32, 2\].*\[32, 5\]"):
+        target.get_classification_loss(tf.constant([0, 1]), ids, 5, False, "task", seg, mask)
+
+
 def test_export_core_checkpoint_drops_optimizer_generator_and_step(tmp_path):
     model = modeling.FunnelTFM(tiny_config())
     build(model)
@@ -547,6 +637,53 @@ def test_squad_heads_loss_names_and_beam(conditional_end):
         assert shapes["model/end_logits/dense_1/kernel"] == [32, 1]
     else:
         assert shapes["model/end_logits/dense/kernel"] == [32, 1]
+
+
+def test_heads_accept_python_lists_and_numpy_arrays():
+    model = modeling.FunnelTFM(tiny_config(dropout=0.0))
+    ids, seg, mask = random_batch(16)
+    as_numpy = [x.numpy() for x in (ids, seg, mask)]
+    as_lists = [x.tolist() for x in as_numpy]
+
+    expected, _ = model.get_pooled_output(ids, False, seg, mask)
+    for inputs in (as_numpy, as_lists):
+        np.testing.assert_array_equal(
+            model.get_pooled_output(inputs[0], False, *inputs[1:])[0], expected
+        )
+    full, _, _ = model.extract_hiddens(ids, False, seg, mask, use_decoder=True)
+    np.testing.assert_array_equal(
+        model.extract_hiddens(as_lists[0], False, *as_lists[1:], use_decoder=True)[0], full
+    )
+
+    loss, _ = model.get_classification_loss(tf.constant([0, 1]), ids, 2, False, "cls", seg, mask)
+    np.testing.assert_array_equal(
+        model.get_classification_loss([0, 1], as_lists[0], 2, False, "cls", *as_lists[1:])[0], loss
+    )
+    race = [np.reshape(x, [1, 32]) for x in as_numpy]
+    loss, _ = model.get_race_loss(
+        tf.constant([1]),
+        *[tf.constant(x) for x in race[:1]],
+        False,
+        *[tf.constant(x) for x in race[1:]],
+        n_choice=2,
+    )
+    np.testing.assert_array_equal(
+        model.get_race_loss([1], race[0], False, *race[1:], n_choice=2)[0], loss
+    )
+
+    squad = _squad_features()
+    loss, _ = model.get_squad_loss(squad, False)
+    np.testing.assert_array_equal(
+        model.get_squad_loss({k: np.asarray(v) for k, v in squad.items()}, False)[0], loss
+    )
+    mapping = tf.one_hot([[1, 4], [2, 3]], 16)
+    loss, _ = model.get_mlm_loss(tf.constant([[7, 8], [9, 10]]), ids, False, seg, mask, mapping)
+    np.testing.assert_array_equal(
+        model.get_mlm_loss([[7, 8], [9, 10]], as_lists[0], False, *as_lists[1:], mapping.numpy())[
+            0
+        ],
+        loss,
+    )
 
 
 def test_variable_names_ignore_enclosing_name_scopes():
