@@ -96,19 +96,6 @@ def _validate_flags():
     return processor
 
 
-def _model_config(vocab_size):
-    """--model_config, else the net_config.json a training run wrote, else the config flags."""
-    config_path = FLAGS.model_config
-    if not config_path:
-        for directory in (FLAGS.eval_model_dir, FLAGS.model_dir):
-            saved = os.path.join(directory, "net_config.json") if directory else ""
-            if saved and tf.io.gfile.exists(saved):
-                logging.info("Model config from %s.", saved)
-                config_path = saved
-                break
-    return training.model_config_from_flags(FLAGS, vocab_size, config_path)
-
-
 class Task:
     """The model side of one task: forward pass, training loss, predictions."""
 
@@ -187,11 +174,6 @@ def _eval_dataset_fn(path, num_examples, regression, batch_size):
     return dataset_fn
 
 
-def _real_outputs(outputs):
-    real = outputs["is_real_example"] == 1
-    return {k: v[real] for k, v in outputs.items()}
-
-
 def _write_predictions(path, processor, outputs):
     """One JSON line per real example: index, label, prediction (and logits for classification)."""
     lines = []
@@ -224,6 +206,7 @@ def train(strategy, task, processor, tokenizer, special_ids, net_config):
             is_training=True,
             shuffle_buffer=FLAGS.shuffle_buffer,
             input_context=input_context,
+            seed=FLAGS.seed,
         )
 
     if FLAGS.verbose:
@@ -261,7 +244,7 @@ def evaluate(strategy, task, processor, tokenizer, special_ids):
         ckpt_dir, FLAGS.eval_start_step, FLAGS.eval_end_step, latest_only=not FLAGS.eval_all_ckpt
     ):
         training.restore_checkpoint([task.model], path)
-        outputs = _real_outputs(predictor(dataset_fn))
+        outputs = training.real_examples(predictor(dataset_fn))
         metrics = classifier_utils.compute_metrics(
             processor.name, outputs["label_ids"], outputs["outputs"], outputs["per_example_loss"]
         )
@@ -321,24 +304,11 @@ def submit(strategy, task, processor, tokenizer, special_ids, best):
         )
         training.build_variables(strategy, task.predict_fn, dataset_fn)
         training.restore_checkpoint([task.model], ckpt)
-        outputs = _real_outputs(training.Predictor(strategy, task.predict_fn)(dataset_fn))
+        outputs = training.real_examples(training.Predictor(strategy, task.predict_fn)(dataset_fn))
         labels = None if cur.is_regression else list(cur.labels)
         predictions = classifier_utils.submission_predictions(outputs["outputs"], labels)
         path = classifier_utils.write_submission(submit_dir, name, predictions, outputs["outputs"])
         logging.info("Wrote %s with checkpoint %s.", path, ckpt)
-
-
-def clean_checkpoints(results, best):
-    """The original's clean-up: delete the evaluated checkpoints, except the best with --retain_best."""
-    if FLAGS.retain_all:
-        return
-    keep = {best["path"]} if FLAGS.retain_best and best else set()
-    for _, path, _ in results:
-        if path in keep:
-            continue
-        for filename in tf.io.gfile.glob(path + ".*"):
-            tf.io.gfile.remove(filename)
-        logging.info("Deleted %s (--retain_all / --retain_best keep checkpoints).", path)
 
 
 def run():
@@ -352,10 +322,12 @@ def run():
         FLAGS.tokenizer_type, FLAGS.tokenizer_path, FLAGS.uncased
     )
     special_ids = data_utils.setup_special_ids(tokenizer)
-    net_config = _model_config(special_ids.vocab_size)
+    net_config = training.model_config_for_run(
+        FLAGS, special_ids.vocab_size, (FLAGS.eval_model_dir, FLAGS.model_dir)
+    )
     modeling.check_seq_len(net_config, FLAGS.max_seq_length, FLAGS.truncate_seq)
     precision = training.resolve_precision(FLAGS.use_bfloat16, FLAGS.precision)
-    task = Task(modeling.FunnelTFM(net_config), processor, precision)
+    task = Task(modeling.FunnelTFM(net_config, seed=FLAGS.seed), processor, precision)
     logging.info("Task %s, labels %s.", processor.name, processor.labels)
 
     if FLAGS.do_train:
@@ -365,8 +337,9 @@ def run():
         results, best = evaluate(strategy, task, processor, tokenizer, special_ids)
     if FLAGS.do_submit:
         submit(strategy, task, processor, tokenizer, special_ids, best)
-    if FLAGS.do_eval or FLAGS.do_predict:
-        clean_checkpoints(results, best)
+    if (FLAGS.do_eval or FLAGS.do_predict) and not FLAGS.retain_all:
+        keep = [best["path"]] if FLAGS.retain_best and best else []
+        training.delete_checkpoints([path for _, path, _ in results], keep)
 
 
 def main(_):

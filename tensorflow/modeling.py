@@ -9,6 +9,7 @@ Nothing here reads absl FLAGS: configuration comes from `ModelConfig` and explic
 
 import json
 import re
+import zlib
 
 import tensorflow as tf
 from absl import logging
@@ -375,15 +376,18 @@ class FunnelTFM(tf.Module):
 
     `scope` is the checkpoint prefix: "model" for the main model (discriminator), "generator" for the ELECTRA
     generator, which consumes the main model's input embedding. `rel_attn_impl` forces the algorithm of the
-    relative attention ("rel_shift" or "factorized"); by default `rel_attn_algorithm` chooses it.
+    relative attention ("rel_shift" or "factorized"); by default `rel_attn_algorithm` chooses it. `seed`
+    (an int) makes the random initial values a function of the seed and the variable's name, so two
+    models built alike start alike (the engine passes `--seed`).
     """
 
-    def __init__(self, net_config, scope="model", rel_attn_impl=None):
+    def __init__(self, net_config, scope="model", rel_attn_impl=None, seed=0):
         super().__init__(name=scope)
         rel_attn_algorithm(net_config, rel_attn_impl)  # validates
         self.net_config = net_config
         self.scope = scope
         self.rel_attn_impl = rel_attn_impl
+        self.seed = seed
         self._vars = {}
         self._restore_from = None
 
@@ -466,13 +470,19 @@ class FunnelTFM(tf.Module):
         """
         self._restore_from = checkpoint_values
 
-    def _initializer(self):
+    def _initial_value(self, name, shape):
+        """The config's random initialisation of `name`, a function of (`seed`, `name`) only.
+
+        Keyed by the name, not by the order of creation, so a variable gets the same value whichever head
+        or path creates it first.
+        """
         cfg = self.net_config
+        seed = [self.seed, zlib.crc32(name.encode("utf-8"))]
         if cfg.init == "uniform":
-            return lambda shape: tf.random.uniform(shape, -cfg.init_range, cfg.init_range)
+            return tf.random.stateless_uniform(shape, seed, -cfg.init_range, cfg.init_range)
         if cfg.init == "normal":
-            return lambda shape: tf.random.normal(shape, stddev=cfg.init_std)
-        return lambda shape: tf.random.truncated_normal(shape, stddev=cfg.init_std)
+            return tf.random.stateless_normal(shape, seed, stddev=cfg.init_std)
+        return tf.random.stateless_truncated_normal(shape, seed, stddev=cfg.init_std)
 
     def _var(self, name, shape, dtype, init="random"):
         """Returns the variable `{scope}/{name}` cast to `dtype`, creating it on first use."""
@@ -490,9 +500,12 @@ class FunnelTFM(tf.Module):
                     logging.info(
                         "Restored at creation from %s: %s", self._restore_from.path, full_name
                     )
+                elif init == "zeros":
+                    value = tf.zeros(shape)
+                elif init == "ones":
+                    value = tf.ones(shape)
                 else:
-                    initial = {"zeros": tf.zeros, "ones": tf.ones}.get(init) or self._initializer()
-                    value = initial(shape)
+                    value = self._initial_value(full_name, shape)
                 var = tf.Variable(value, name=full_name, dtype=tf.float32)
             self._vars[full_name] = var
         elif var.shape.as_list() != list(shape):
@@ -951,10 +964,11 @@ class FunnelTFM(tf.Module):
         use_tpu=False,
         use_bfloat16=False,
         precision=None,
+        truncate_seq=True,
     ):
         """Sequence classification from the pooled summary; see `classification_loss`."""
         summary, _ = self.get_pooled_output(
-            inputs, is_training, seg_id, input_mask, use_tpu, use_bfloat16, precision
+            inputs, is_training, seg_id, input_mask, use_tpu, use_bfloat16, precision, truncate_seq
         )
         return self.classification_loss(summary, labels, n_class, is_training, scope)
 
@@ -969,10 +983,11 @@ class FunnelTFM(tf.Module):
         use_tpu=False,
         use_bfloat16=False,
         precision=None,
+        truncate_seq=True,
     ):
         """Sequence regression (STS-B) from the pooled summary; see `regression_loss`."""
         summary, _ = self.get_pooled_output(
-            inputs, is_training, seg_id, input_mask, use_tpu, use_bfloat16, precision
+            inputs, is_training, seg_id, input_mask, use_tpu, use_bfloat16, precision, truncate_seq
         )
         return self.regression_loss(summary, labels, is_training, scope)
 
@@ -987,6 +1002,7 @@ class FunnelTFM(tf.Module):
         use_bfloat16=False,
         precision=None,
         n_choice=4,
+        truncate_seq=True,
     ):
         """Multiple choice: the choices are concatenated along time; one score each under `race/logits`.
 
@@ -1010,6 +1026,7 @@ class FunnelTFM(tf.Module):
             use_tpu,
             use_bfloat16,
             precision,
+            truncate_seq,
         )
         logits = tf.reshape(
             self._logits("race/logits", summary, 1, is_training), [batch_size, n_choice]

@@ -4,6 +4,7 @@ Everything here is stateless: variables are owned by `modeling.FunnelTFM` and pa
 compute dtype. Layer norm and softmax run in float32 whatever the compute dtype.
 """
 
+import contextlib
 import math
 
 import tensorflow as tf
@@ -69,10 +70,55 @@ def gelu(x):
 ACTIVATIONS = {"relu": tf.nn.relu, "gelu": gelu, "tanh": tf.tanh}
 
 
+class _SeedStream:
+    """A stateless random stream: every draw gets `fold_in(seed, n)` for the n-th draw of the trace."""
+
+    def __init__(self, seed):
+        self.seed = seed
+        self.draws = 0
+
+    def next_seed(self):
+        self.draws += 1
+        return tf.random.experimental.stateless_fold_in(self.seed, self.draws)
+
+
+_seed_streams = []
+
+
+@contextlib.contextmanager
+def random_seed(seed):
+    """Makes `dropout` and `uniform` inside the block deterministic functions of `seed`.
+
+    The training engine enters this in every step with a seed made of `--seed`, the global step and the
+    replica, so two runs of a command draw the same dropout masks, and a resumed run the masks it would
+    have drawn. The n-th draw traced in the block uses `fold_in(seed, n)`: the same call site gets the same
+    stream in every step's trace, and `tf.recompute_grad` redraws identical masks.
+
+    Args:
+      seed: int32/int64 [2], the stateless seed (a tensor: it may change every step).
+    """
+    _seed_streams.append(_SeedStream(tf.cast(seed, tf.int64)))
+    try:
+        yield
+    finally:
+        _seed_streams.pop()
+
+
+def uniform(shape, dtype=tf.float32):
+    """Uniform [0, 1) numbers: stateless under `random_seed`, else TensorFlow's global generator."""
+    if _seed_streams:
+        return tf.random.stateless_uniform(shape, _seed_streams[-1].next_seed(), dtype=dtype)
+    return tf.random.uniform(shape, dtype=dtype)
+
+
 def dropout(x, rate, is_training):
-    """Inverted dropout, active only when training."""
+    """Inverted dropout, active only when training; seeded under `random_seed`."""
     if not is_training or rate == 0.0:
         return x
+    if _seed_streams:
+        return tf.nn.experimental.stateless_dropout(
+            x, rate=rate, seed=_seed_streams[-1].next_seed()
+        )
     return tf.nn.dropout(x, rate=rate)
 
 

@@ -27,6 +27,7 @@ import data_utils
 import input_func_builder
 import model_utils
 import modeling
+import ops
 import optimization
 import tokenization
 import training
@@ -96,7 +97,7 @@ def gumbel_sample(logits):
     Returns:
       int32 [...]. Not differentiable: no gradient flows from the samples into the generator.
     """
-    u = tf.random.uniform(tf.shape(logits), dtype=tf.float32)
+    u = ops.uniform(tf.shape(logits))
     gumbel = -tf.math.log(-tf.math.log(u + 1e-9) + 1e-9)
     return tf.argmax(tf.cast(logits, tf.float32) + gumbel, axis=-1, output_type=tf.int32)
 
@@ -234,16 +235,17 @@ class Pretrainer:
         disc_coeff=50.0,
         precision="float32",
         truncate_seq=True,
+        seed=0,
     ):
         self.loss_type = parse_loss_type(loss_type)
         self.disc_coeff = disc_coeff
         self.precision = precision
         self.truncate_seq = truncate_seq
-        self.model = modeling.FunnelTFM(net_config, "model")
+        self.model = modeling.FunnelTFM(net_config, "model", seed=seed)
         self.generator = None
         if self.loss_type == "electra":
             self.generator = modeling.FunnelTFM(
-                generator_config(net_config, width_shrink), "generator"
+                generator_config(net_config, width_shrink), "generator", seed=seed
             )
         self.modules = [m for m in (self.model, self.generator) if m is not None]
 
@@ -439,6 +441,7 @@ def _input_fn(special_ids, net_config, split, batch_size_per_replica, is_trainin
         num_passes=FLAGS.num_passes,
         is_training=is_training,
         shard_across_host=FLAGS.shard_across_host,
+        seed=FLAGS.seed,
     )
 
 
@@ -528,6 +531,7 @@ def main(_):
             FLAGS.disc_coeff,
             precision,
             FLAGS.truncate_seq,
+            FLAGS.seed,
         )
         if FLAGS.do_train:
             per_replica = _per_replica(FLAGS.train_batch_size, strategy, "train_batch_size")

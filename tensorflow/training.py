@@ -51,6 +51,7 @@ from absl import flags, logging
 
 import model_utils
 import modeling
+import ops
 import optimization
 import tokenization
 
@@ -89,6 +90,7 @@ def define_engine_flags(**defaults):
         max_save=0,
         log_freq=100,
         jit_compile=False,
+        seed=0,
     )
     unknown = set(defaults) - set(values)
     if unknown:
@@ -150,6 +152,12 @@ def define_engine_flags(**defaults):
     )
     flags.DEFINE_integer(
         "log_freq", values["log_freq"], "Log and write summaries every this many steps."
+    )
+    flags.DEFINE_integer(
+        "seed",
+        values["seed"],
+        "Seeds everything random: the initialisation of new variables, dropout, the training shuffle and "
+        "the pretraining corruption. Two runs of one command end with identical weights (float32, CPU).",
     )
     flags.DEFINE_bool(
         "jit_compile",
@@ -266,6 +274,20 @@ def model_config_from_flags(flag_values, vocab_size=None, config_path=None):
             f"{vocab_size} entries"
         )
     return config
+
+
+def model_config_for_run(flag_values, vocab_size, model_dirs):
+    """--model_config, else the net_config.json a training run wrote in one of `model_dirs`, else the
+    config flags (see `model_config_from_flags`)."""
+    config_path = flag_values.model_config
+    if not config_path:
+        for directory in model_dirs:
+            saved = os.path.join(directory, "net_config.json") if directory else ""
+            if saved and tf.io.gfile.exists(saved):
+                logging.info("Model config from %s.", saved)
+                config_path = saved
+                break
+    return model_config_from_flags(flag_values, vocab_size, config_path)
 
 
 _OPTIMIZER_FLAG_HELP = {
@@ -421,6 +443,8 @@ class RunConfig:
       jit_compile: compile each step's forward and backward pass with XLA.
       init_checkpoint: warm start when model_dir has no checkpoint; None for none.
       init_global_vars: warm start every variable instead of the trainable ones.
+      seed: seeds dropout (`ops.random_seed`, per step and replica); the scripts also give it to the
+        models (initialisation) and the training input (shuffle, corruption).
     """
 
     model_dir: str
@@ -434,6 +458,7 @@ class RunConfig:
     init_checkpoint: str | None = None
     init_global_vars: bool = False
     jit_compile: bool = False
+    seed: int = 0
 
     def __post_init__(self):
         checks = [
@@ -465,6 +490,7 @@ class RunConfig:
             init_checkpoint=flag_values.init_checkpoint,
             init_global_vars=flag_values.init_global_vars,
             jit_compile=flag_values.jit_compile,
+            seed=flag_values.seed,
         )
 
 
@@ -535,6 +561,26 @@ class _DynamicLossScale(tf.Module):
         )
         self.scale.assign(new_scale)
         self.good_steps.assign(tf.where(tf.logical_and(finite, ~grow), good, tf.zeros_like(good)))
+
+
+def _resumed(dataset_fn, start_step):
+    """`dataset_fn` positioned where a run resumed at `start_step` is in it.
+
+    The input is a deterministic function of the step (a seeded shuffle): skipping the batches the earlier
+    steps consumed makes a resumed run see the examples an uninterrupted one sees. The skipped part is read
+    and preprocessed again, without the model.
+    """
+    if not start_step:
+        return dataset_fn
+
+    def dataset_at_step(input_context):
+        # Each step takes one batch per replica from its worker's dataset.
+        per_worker = input_context.num_replicas_in_sync // input_context.num_input_pipelines
+        skipped = start_step * per_worker
+        logging.info("Resuming the input: skipping %d batches already trained on.", skipped)
+        return dataset_fn(input_context).skip(skipped)
+
+    return dataset_at_step
 
 
 def _format_duration(seconds):
@@ -632,14 +678,22 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
         forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def step_fn(features):
-        step_loss, step_monitors, grads = forward_backward(features)
+        # Dropout and sampling draw from (seed, step, replica): a rerun, or a resumed run, draws the same.
+        replica = tf.distribute.get_replica_context()
+        step_seed = tf.random.experimental.stateless_fold_in(
+            tf.random.experimental.stateless_fold_in(
+                tf.constant([rc.seed, 0], tf.int64), global_step.read_value()
+            ),
+            tf.cast(replica.replica_id_in_sync_group, tf.int64),
+        )
+        with ops.random_seed(step_seed):
+            step_loss, step_monitors, grads = forward_backward(features)
         # As in the original, a variable without a gradient is not updated.
         trained = [v for g, v in zip(grads, variables, strict=True) if g is not None]
         for grad, var in zip(grads, variables, strict=True):
             if grad is None:
                 logging.warning("No gradient, not trained: %s", var.name)
         grads = [g for g in grads if g is not None]
-        replica = tf.distribute.get_replica_context()
         grads = replica.all_reduce(tf.distribute.ReduceOp.MEAN, grads)
         lr = opt_config.get_learning_rate(global_step, rc.train_steps)
         outputs = {"loss": step_loss}
@@ -677,7 +731,7 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
     if is_chief and tf.io.gfile.exists(done_marker):
         tf.io.gfile.rmtree(done_marker)  # training goes on: more checkpoints will come
     writer = tf.summary.create_file_writer(rc.model_dir) if is_chief else None
-    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    iterator = iter(strategy.distribute_datasets_from_function(_resumed(dataset_fn, step)))
     logging.info("Training from step %d to %d.", step, rc.train_steps)
 
     logged = {}
@@ -795,6 +849,25 @@ def iterate_checkpoints(model_dir, start_step=-1, end_step=None, poll_secs=60, l
         for step, path in pending:
             yield step, path
             last = max(last, step)
+
+
+def delete_checkpoints(paths, keep=()):
+    """Deletes the files of the checkpoints `paths` except those in `keep`.
+
+    The original's clean-up after evaluation (--retain_all keeps everything, --retain_best the best).
+    """
+    for path in paths:
+        if path in keep:
+            continue
+        for filename in tf.io.gfile.glob(path + ".*"):
+            tf.io.gfile.remove(filename)
+        logging.info("Deleted %s (--retain_all / --retain_best keep checkpoints).", path)
+
+
+def real_examples(outputs):
+    """The rows of `outputs` (numpy, from `Predictor`) whose `is_real_example` is 1: no padding."""
+    real = outputs["is_real_example"] == 1
+    return {k: v[real] for k, v in outputs.items()}
 
 
 def restore_checkpoint(modules, path):

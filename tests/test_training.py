@@ -50,10 +50,10 @@ def flag_values(**overrides):
     return types.SimpleNamespace(**values)
 
 
-def tiny_config():
-    # Dropout 0: replicas must compute exactly what one device computes.
+def tiny_config(dropout=0.0, dropatt=0.0):
+    # Dropout 0 by default: replicas must compute exactly what one device computes.
     return model_test_utils.tiny_config(
-        block_size="1_1", vocab_size=30, dropout=0.0, dropatt=0.0, decoder_size="0"
+        block_size="1_1", vocab_size=30, dropout=dropout, dropatt=dropatt, decoder_size="0"
     )
 
 
@@ -71,12 +71,16 @@ def make_data(seed=0):
 
 
 class Problem:
-    """A 3-class classifier on a tiny Funnel-Transformer and a fixed, repeated dataset."""
+    """A 3-class classifier on a tiny Funnel-Transformer and a fixed, repeated dataset.
 
-    def __init__(self, fail_after_batches=None):
-        self.model = modeling.FunnelTFM(tiny_config())
+    `dropout` and `shuffle_seed` make a run random: dropout on, examples reshuffled every epoch.
+    """
+
+    def __init__(self, fail_after_batches=None, dropout=0.0, shuffle_seed=None):
+        self.model = modeling.FunnelTFM(tiny_config(dropout=dropout, dropatt=dropout))
         self.data = make_data()
         self.fail_after_batches = fail_after_batches
+        self.shuffle_seed = shuffle_seed
 
     def forward(self, features, is_training):
         summary, _ = self.model.get_pooled_output(
@@ -99,6 +103,8 @@ class Problem:
             dataset = dataset.shard(
                 input_context.num_input_pipelines, input_context.input_pipeline_id
             )
+        if self.shuffle_seed is not None:
+            dataset = dataset.shuffle(N_EXAMPLES, seed=self.shuffle_seed)
         dataset = dataset.repeat().batch(
             input_context.get_per_replica_batch_size(GLOBAL_BATCH), drop_remainder=True
         )
@@ -127,7 +133,11 @@ def make_init_checkpoint(path):
 
 
 def run_training(strategy, model_dir, init_checkpoint, train_steps=6, **run_overrides):
-    problem = Problem(run_overrides.pop("fail_after_batches", None))
+    problem = Problem(
+        run_overrides.pop("fail_after_batches", None),
+        run_overrides.pop("dropout", 0.0),
+        run_overrides.pop("shuffle_seed", None),
+    )
     config = dict(
         model_dir=str(model_dir),
         train_steps=train_steps,
@@ -190,9 +200,11 @@ def test_run_config_from_flags_and_validation():
         init_checkpoint=None,
         init_global_vars=False,
         jit_compile=True,
+        seed=3,
     )
     config = training.RunConfig.from_flags(flags)
     assert config.precision == "bfloat16" and config.train_steps == 10 and config.jit_compile
+    assert config.seed == 3
     with pytest.raises(ValueError, match="--model_dir is required"):
         training.RunConfig(model_dir="", train_steps=1, train_batch_size=1)
     with pytest.raises(ValueError, match="--iterations must be > 0"):
@@ -303,6 +315,30 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     # Training to the same step again does nothing.
     _, result = run_training(strategy, tmp_path / "crash", init, train_steps=6)
     assert result == {"global_step": 6}
+
+
+def test_seeded_runs_with_dropout_and_shuffle_are_identical_and_resume_exactly(tmp_path):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    random_run = dict(dropout=0.1, shuffle_seed=0, seed=7, train_steps=7)
+    first, _ = run_training(strategy, tmp_path / "first", init, **random_run)
+    second, _ = run_training(strategy, tmp_path / "second", init, **random_run)
+    for name, value in weights(first).items():
+        np.testing.assert_array_equal(weights(second)[name], value, err_msg=name)
+    other_seed, _ = run_training(strategy, tmp_path / "other", init, **{**random_run, "seed": 8})
+    kernel = "model/encoder/layer_0/ff/layer_1/kernel"
+    assert not np.array_equal(weights(other_seed)[kernel], weights(first)[kernel])
+
+    # A crash after step 3, in the middle of the second epoch: the resumed run reads on from the
+    # checkpoint's step in the input and draws the same dropout masks, so it ends bit-identical.
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        run_training(
+            strategy, tmp_path / "crash", init, save_steps=3, fail_after_batches=4, **random_run
+        )
+    assert model_utils.latest_checkpoint(str(tmp_path / "crash")).endswith("model.ckpt-3")
+    resumed, _ = run_training(strategy, tmp_path / "crash", init, save_steps=3, **random_run)
+    for name, value in weights(first).items():
+        np.testing.assert_array_equal(weights(resumed)[name], value, err_msg=name)
 
 
 def test_xla_compiled_steps_match_plain_steps(tmp_path):
