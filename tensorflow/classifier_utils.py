@@ -507,14 +507,6 @@ def convert_single_example(example, label_list, max_seq_length, tokenize_fn, spe
     return InputFeatures(input_ids, input_mask, segment_ids, label_id), example_len
 
 
-def _int_feature(values):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
-
-
-def _float_feature(values):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
-
-
 def write_tfrecord(
     examples, label_list, max_seq_length, tokenize_fn, special_ids, path, num_passes=1
 ):
@@ -543,19 +535,18 @@ def write_tfrecord(
                     feature.input_ids,
                 )
             label_feature = (
-                _float_feature([feature.label_id])
+                data_utils.float_feature([feature.label_id])
                 if label_list is None
-                else _int_feature([feature.label_id])
+                else data_utils.int64_feature([feature.label_id])
             )
             features = collections.OrderedDict(
-                input_ids=_int_feature(feature.input_ids),
-                input_mask=_float_feature(feature.input_mask),
-                segment_ids=_int_feature(feature.segment_ids),
+                input_ids=data_utils.int64_feature(feature.input_ids),
+                input_mask=data_utils.float_feature(feature.input_mask),
+                segment_ids=data_utils.int64_feature(feature.segment_ids),
                 label_ids=label_feature,
-                is_real_example=_int_feature([int(feature.is_real_example)]),
+                is_real_example=data_utils.int64_feature([int(feature.is_real_example)]),
             )
-            record = tf.train.Example(features=tf.train.Features(feature=features))
-            writer.write(record.SerializeToString())
+            writer.write(data_utils.serialize_example(features))
     hist, bins = np.histogram(lengths, bins=[0, 128, 256, 512, 1024, 102400])
     for count, low, high in zip(hist, bins[:-1], bins[1:], strict=True):
         logging.info("  length [%d, %d): %.4f", low, high, count / max(len(lengths), 1))

@@ -236,13 +236,14 @@ def iter_segment_pairs(
         begin = next_begin
 
 
-def make_example(
+def make_features(
     tokens: np.ndarray,
     pair: tuple[int, int, int, int, int],
     special_ids: "data_utils.SpecialIds",
     is_start: np.ndarray,
-) -> tf.train.Example:
-    """Builds the tf.train.Example of one segment pair (a_begin, a_end, b_begin, b_end, label)."""
+) -> dict:
+    """The record features (name -> tf.train.Feature) of one segment pair (a_begin, a_end, b_begin,
+    b_end, label)."""
     a_begin, a_end, b_begin, b_end, label = pair
     a, b = tokens[a_begin:a_end], tokens[b_begin:b_end]
     cls, sep = [special_ids.cls_id], [special_ids.sep_id]
@@ -256,19 +257,12 @@ def make_example(
     )
     boundary = np.append(np.flatnonzero(is_start[inputs]), len(inputs))
 
-    def int_feature(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                "input": int_feature(inputs),
-                "seg_id": int_feature(seg_id),
-                "boundary": int_feature(boundary),
-                "label": int_feature([label]),
-            }
-        )
-    )
+    return {
+        "input": data_utils.int64_feature(inputs),
+        "seg_id": data_utils.int64_feature(seg_id),
+        "boundary": data_utils.int64_feature(boundary),
+        "label": data_utils.int64_feature([label]),
+    }
 
 
 def task_files(input_glob: str, num_task: int, task: int) -> list[str]:
@@ -335,9 +329,9 @@ def create_pretrain_data(
             tokens, sent_ids = build_stream(chunk, rng, carry_tokens, carry_sent_ids)
             begin = 0
             for pair in iter_segment_pairs(sent_ids, seq_len, rng):
-                example = make_example(tokens, pair[:5], special_ids, is_start)
+                features = make_features(tokens, pair[:5], special_ids, is_start)
                 begin = pair[5]
-                writer.write(example.SerializeToString())
+                writer.write(data_utils.serialize_example(features))
                 progress.records += 1
             carry_tokens, carry_sent_ids = tokens[begin:], sent_ids[begin:]
     progress.log()

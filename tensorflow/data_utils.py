@@ -136,6 +136,10 @@ def atomic_output_path(path):
     """
     # A hidden name with the random part first never matches a glob for the finished files.
     head, tail = os.path.split(path)
+    # What a killed writer of this file left behind.
+    for orphan in tf.io.gfile.glob(os.path.join(head, f".tmp-*-{tail}")):
+        logging.info("Removing %s, left by an interrupted run.", orphan)
+        tf.io.gfile.remove(orphan)
     tmp_path = os.path.join(head, f".tmp-{uuid.uuid4().hex}-{tail}")
     try:
         yield tmp_path
@@ -195,3 +199,29 @@ def parsed_flag_values(caller, names):
             "or define them (training.define_tokenizer_flags(), training.define_model_flags())"
         )
     return {n: flags.FLAGS[n].value for n in names}
+
+
+def int64_feature(values):
+    """A `tf.train.Feature` of integers."""
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def float_feature(values):
+    """A `tf.train.Feature` of floats."""
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+
+
+def bytes_feature(values):
+    """A `tf.train.Feature` of strings (str are UTF-8 encoded)."""
+    encoded = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=encoded))
+
+
+def serialize_example(features):
+    """The `tf.train.Example` of `features` (name -> `tf.train.Feature`) as bytes, the same in every run.
+
+    Protobuf writes the feature map in an order that follows Python's string hashing (PYTHONHASHSEED);
+    deterministic serialization sorts it, so the same features always give byte-identical tfrecords.
+    """
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)

@@ -243,18 +243,6 @@ def convert_example(
     return features, cut
 
 
-def _int_feature(values):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
-
-
-def _float_feature(values):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
-
-
-def _bytes_feature(value):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
-
-
 def write_tfrecord(examples, tokenize_fn, special_ids, max_seq_length, max_qa_length, path):
     """Writes the features of `examples` to the tfrecord `path`, in order.
 
@@ -290,17 +278,16 @@ def write_tfrecord(examples, tokenize_fn, special_ids, max_seq_length, max_qa_le
                     feature.input_ids[:max_seq_length],
                 )
             features = collections.OrderedDict(
-                input_ids=_int_feature(feature.input_ids),
-                input_mask=_float_feature(feature.input_mask),
-                segment_ids=_int_feature(feature.segment_ids),
-                label_ids=_int_feature([feature.label_id]),
-                is_real_example=_int_feature([int(feature.is_real_example)]),
-                is_high_example=_int_feature([int(feature.is_high_example)]),
-                example_id=_bytes_feature(example.example_id),
-                question_index=_int_feature([example.question_index]),
+                input_ids=data_utils.int64_feature(feature.input_ids),
+                input_mask=data_utils.float_feature(feature.input_mask),
+                segment_ids=data_utils.int64_feature(feature.segment_ids),
+                label_ids=data_utils.int64_feature([feature.label_id]),
+                is_real_example=data_utils.int64_feature([int(feature.is_real_example)]),
+                is_high_example=data_utils.int64_feature([int(feature.is_high_example)]),
+                example_id=data_utils.bytes_feature([example.example_id]),
+                question_index=data_utils.int64_feature([example.question_index]),
             )
-            record = tf.train.Example(features=tf.train.Features(feature=features))
-            writer.write(record.SerializeToString())
+            writer.write(data_utils.serialize_example(features))
     logging.info(
         "%d of %d questions have a passage longer than the room left by max_seq_length=%d.",
         n_cut,

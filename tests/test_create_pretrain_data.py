@@ -287,6 +287,66 @@ def _run_script(*args):
     )
 
 
+# Two processes whose Python string hashing differs (PYTHONHASHSEED orders protobuf's feature maps).
+WRITE_CLASSIFIER_RECORDS = """
+import sys
+import classifier_utils, data_utils, tokenization
+tokenizer = tokenization.get_tokenizer("word_piece", sys.argv[1])
+classifier_utils.create_tfrecord(
+    classifier_utils.get_processor("mrpc"), "train", sys.argv[2], sys.argv[3], tokenizer,
+    data_utils.setup_special_ids(tokenizer), 32)
+"""
+
+
+@pytest.mark.slow
+def test_data_files_are_byte_identical_across_processes(tmp_path, corpus_path, vocab_and_tokenizer):
+    vocab_path = tmp_path / "vocab.txt"
+    mrpc = tmp_path / "mrpc"
+    mrpc.mkdir()
+    rows = [f"{i % 2}\t{i}\t{i + 9}\tthe cat sat on mat {i}\ta dog sat {i}" for i in range(6)]
+    (mrpc / "train.tsv").write_text(
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "\n".join(rows)
+    )
+    outputs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"hash-{hash_seed}"
+        env = {"PYTHONHASHSEED": hash_seed, "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": ""}
+        pretrain_run = subprocess.run(
+            [
+                sys.executable,
+                str(REPO_ROOT / "tensorflow" / "create_pretrain_data.py"),
+                f"--input_glob={corpus_path}",
+                f"--save_dir={out / 'pretrain'}",
+                f"--tokenizer_path={vocab_path}",
+                "--seq_len=32",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert pretrain_run.returncode == 0, pretrain_run.stderr[-2000:]
+        classifier_run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                WRITE_CLASSIFIER_RECORDS,
+                str(vocab_path),
+                str(mrpc),
+                str(out / "mrpc"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**env, "PYTHONPATH": str(REPO_ROOT / "tensorflow")},
+        )
+        assert classifier_run.returncode == 0, classifier_run.stderr[-2000:]
+        outputs.append(
+            {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.tfrecord*"))}
+        )
+    assert len(outputs[0]) == 2 and outputs[0] == outputs[1]
+
+
 @pytest.mark.slow
 def test_script(tmp_path, corpus_path, vocab_and_tokenizer):
     vocab_path = tmp_path / "vocab.txt"

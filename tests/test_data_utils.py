@@ -153,3 +153,26 @@ def test_atomic_output_path_with_tfrecord_writer(tmp_path):
         assert not path.exists()
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(path))] == [b"one", b"two"]
     assert [p.name for p in tmp_path.iterdir()] == ["x.tfrecord"]
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    orphan = tmp_path / ".tmp-0123abcd-x.tfrecord"
+    orphan.write_bytes(b"half")
+    unrelated = tmp_path / ".tmp-0123abcd-y.tfrecord"
+    unrelated.write_bytes(b"another file's")
+    data_utils.atomic_write_text(str(tmp_path / "x.tfrecord"), "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [unrelated.name, "x.tfrecord"]
+
+
+def test_serialized_examples_do_not_depend_on_the_feature_order():
+    features = {
+        "input_ids": data_utils.int64_feature([3, 1]),
+        "input_mask": data_utils.float_feature([0.0, 1.0]),
+        "id": data_utils.bytes_feature(["q\u00e9"]),
+    }
+    reordered = dict(reversed(list(features.items())))
+    serialized = data_utils.serialize_example(features)
+    assert serialized == data_utils.serialize_example(reordered)
+    parsed = tf.train.Example.FromString(serialized).features.feature
+    assert list(parsed["input_ids"].int64_list.value) == [3, 1]
+    assert parsed["id"].bytes_list.value[0].decode("utf-8") == "q\u00e9"
