@@ -18,7 +18,6 @@ one), as in the original.
 
 import json
 import os
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -343,10 +342,7 @@ def run():
 
 
 def main(_):
-    try:
-        run()
-    except (ValueError, OSError, tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
-        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}".replace("\n", " "))
+    data_utils.run_main(run, FLAGS.verbose)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Each tf.train.Example holds int64 features:
 
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -343,28 +342,29 @@ def create_pretrain_data(
 
 
 def main(_):
-    try:
-        tokenizer = tokenization.get_tokenizer(
-            tokenizer_type=FLAGS.tokenizer_type,
-            tokenizer_path=FLAGS.tokenizer_path,
-            uncased=FLAGS.uncased,
-        )
-        create_pretrain_data(
-            tokenizer,
-            input_glob=FLAGS.input_glob,
-            save_dir=FLAGS.save_dir,
-            seq_len=FLAGS.seq_len,
-            split=FLAGS.split,
-            pass_id=FLAGS.pass_id,
-            uncased=FLAGS.uncased,
-            min_doc_len=FLAGS.min_doc_len,
-            num_task=FLAGS.num_task,
-            task=FLAGS.task,
-            chunk_tokens=FLAGS.chunk_tokens,
-            log_every_secs=FLAGS.log_every_secs,
-        )
-    except (ValueError, OSError) as e:
-        sys.exit(f"create_pretrain_data.py: error: {e}")
+    data_utils.run_main(_run)
+
+
+def _run():
+    tokenizer = tokenization.get_tokenizer(
+        tokenizer_type=FLAGS.tokenizer_type,
+        tokenizer_path=FLAGS.tokenizer_path,
+        uncased=FLAGS.uncased,
+    )
+    create_pretrain_data(
+        tokenizer,
+        input_glob=FLAGS.input_glob,
+        save_dir=FLAGS.save_dir,
+        seq_len=FLAGS.seq_len,
+        split=FLAGS.split,
+        pass_id=FLAGS.pass_id,
+        uncased=FLAGS.uncased,
+        min_doc_len=FLAGS.min_doc_len,
+        num_task=FLAGS.num_task,
+        task=FLAGS.task,
+        chunk_tokens=FLAGS.chunk_tokens,
+        log_every_secs=FLAGS.log_every_secs,
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
+import traceback
 import uuid
 
 import tensorflow as tf
@@ -225,3 +227,32 @@ def serialize_example(features):
     """
     example = tf.train.Example(features=tf.train.Features(feature=features))
     return example.SerializeToString(deterministic=True)
+
+
+# What a user can act on: a bad flag, file or datum, a full disk, a non-finite loss. Anything else is a
+# bug and keeps its traceback.
+USER_ERRORS = (
+    ValueError,
+    OSError,
+    FloatingPointError,
+    tf.errors.NotFoundError,
+    tf.errors.PermissionDeniedError,
+    tf.errors.FailedPreconditionError,
+    tf.errors.DataLossError,
+    tf.errors.ResourceExhaustedError,
+)
+
+
+def run_main(run, verbose=False):
+    """Calls `run()`; a user error ends the script with one line `<script>: error: <what>`, exit 1.
+
+    Args:
+      run: the script's work, a callable without arguments.
+      verbose: also print the traceback (the scripts' --verbose).
+    """
+    try:
+        run()
+    except USER_ERRORS as e:
+        if verbose:
+            traceback.print_exc()
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {' '.join(str(e).split())}")

@@ -99,13 +99,20 @@ def _write_checkpoint(tensors, path, max_to_keep=0):
     """
     names = sorted(tensors)
     model_dir = os.path.dirname(path) or "."
-    tf.io.gfile.makedirs(model_dir)
-    tf.raw_ops.SaveV2(
-        prefix=path,
-        tensor_names=names,
-        shape_and_slices=[""] * len(names),
-        tensors=[tensors[n] for n in names],
-    )
+    try:
+        tf.io.gfile.makedirs(model_dir)
+        tf.raw_ops.SaveV2(
+            prefix=path,
+            tensor_names=names,
+            shape_and_slices=[""] * len(names),
+            tensors=[tensors[n] for n in names],
+        )
+    except (tf.errors.OpError, OSError) as e:
+        # Not recorded in the state file: the previous checkpoint stays the latest.
+        for filename in tf.io.gfile.glob(path + ".*"):
+            tf.io.gfile.remove(filename)
+        message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        raise OSError(f"cannot write checkpoint {path} in {model_dir}: {message}") from e
     kept = [p for p in list_checkpoints(model_dir) if p != path] + [path]
     if max_to_keep and len(kept) > max_to_keep:
         for old in kept[:-max_to_keep]:
@@ -242,6 +249,13 @@ def export_core_checkpoint(src_checkpoint, dst_path):
       The list of names written.
     """
     path = resolve_checkpoint(src_checkpoint)
+    if os.path.abspath(os.path.dirname(dst_path)) == os.path.abspath(os.path.dirname(path)):
+        # Beside the source, the export would become the directory's latest checkpoint: a resumed
+        # training run would restart from it, without optimizer state or generator.
+        raise ValueError(
+            f"--tgt_ckpt={dst_path} is in the directory of the source checkpoint {path}: export "
+            "into another directory"
+        )
     reader = tf.train.load_checkpoint(path)
     names = sorted(
         name

@@ -7,11 +7,9 @@ drops the optimizer slots (`*/adam_m`, `*/adam_v`), the ELECTRA generator (`gene
 `modify_ckpt.py --finetune_only` did. The released "-ELEC-TF" checkpoints are of this kind.
 """
 
-import os
-import sys
-
 from absl import app, flags, logging
 
+import data_utils
 import model_utils
 
 flags.DEFINE_string(
@@ -29,18 +27,19 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-    try:
-        if not FLAGS.src_ckpt or not FLAGS.tgt_ckpt:
-            raise ValueError("--src_ckpt and --tgt_ckpt are required")
-        if not FLAGS.finetune_only:
-            raise ValueError(
-                "--finetune_only=False: this script only exports core-only checkpoints; a full "
-                "checkpoint is used as it is"
-            )
-        names = model_utils.export_core_checkpoint(FLAGS.src_ckpt, FLAGS.tgt_ckpt)
-        logging.info("Wrote %d variables to %s", len(names), FLAGS.tgt_ckpt)
-    except (ValueError, OSError) as e:
-        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {' '.join(str(e).split())}")
+    data_utils.run_main(_run)
+
+
+def _run():
+    if not FLAGS.src_ckpt or not FLAGS.tgt_ckpt:
+        raise ValueError("--src_ckpt and --tgt_ckpt are required")
+    if not FLAGS.finetune_only:
+        raise ValueError(
+            "--finetune_only=False: this script only exports core-only checkpoints; a full "
+            "checkpoint is used as it is"
+        )
+    names = model_utils.export_core_checkpoint(FLAGS.src_ckpt, FLAGS.tgt_ckpt)
+    logging.info("Wrote %d variables to %s", len(names), FLAGS.tgt_ckpt)
 
 
 if __name__ == "__main__":

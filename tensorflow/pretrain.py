@@ -17,8 +17,6 @@ Adam slots, global_step), TensorBoard events, and with --do_eval `eval_{split}.j
 
 import json
 import os
-import sys
-import traceback
 
 import tensorflow as tf
 from absl import app, flags, logging
@@ -512,43 +510,41 @@ def run_eval(strategy, pretrainer, special_ids, net_config):
 def main(_):
     if FLAGS.verbose:
         logging.set_verbosity(logging.DEBUG)
-    try:
-        _check_flags()
-        strategy = training.get_strategy(FLAGS)
-        tokenizer = tokenization.get_tokenizer(
-            FLAGS.tokenizer_type, FLAGS.tokenizer_path, FLAGS.uncased
+    data_utils.run_main(_run, FLAGS.verbose)
+
+
+def _run():
+    _check_flags()
+    strategy = training.get_strategy(FLAGS)
+    tokenizer = tokenization.get_tokenizer(
+        FLAGS.tokenizer_type, FLAGS.tokenizer_path, FLAGS.uncased
+    )
+    special_ids = data_utils.setup_special_ids(tokenizer)
+    net_config = training.model_config_from_flags(FLAGS, special_ids.vocab_size)
+    modeling.check_seq_len(
+        net_config, FLAGS.seq_len, FLAGS.truncate_seq, use_decoder=net_config.n_block > 1
+    )
+    precision = training.resolve_precision(FLAGS.use_bfloat16, FLAGS.precision)
+    pretrainer = Pretrainer(
+        net_config,
+        FLAGS.loss_type,
+        FLAGS.width_shrink,
+        FLAGS.disc_coeff,
+        precision,
+        FLAGS.truncate_seq,
+        FLAGS.seed,
+    )
+    if FLAGS.do_train:
+        per_replica = _per_replica(FLAGS.train_batch_size, strategy, "train_batch_size")
+        dataset_fn = _input_fn(special_ids, net_config, "train", per_replica, True)
+        opt_config = optimization.OptimizerConfig.from_flags(FLAGS)
+        run_config = training.RunConfig.from_flags(FLAGS)
+        _write_net_config(net_config, FLAGS.model_dir)
+        training.train(
+            strategy, pretrainer.loss_fn, dataset_fn, pretrainer.modules, opt_config, run_config
         )
-        special_ids = data_utils.setup_special_ids(tokenizer)
-        net_config = training.model_config_from_flags(FLAGS, special_ids.vocab_size)
-        modeling.check_seq_len(
-            net_config, FLAGS.seq_len, FLAGS.truncate_seq, use_decoder=net_config.n_block > 1
-        )
-        precision = training.resolve_precision(FLAGS.use_bfloat16, FLAGS.precision)
-        pretrainer = Pretrainer(
-            net_config,
-            FLAGS.loss_type,
-            FLAGS.width_shrink,
-            FLAGS.disc_coeff,
-            precision,
-            FLAGS.truncate_seq,
-            FLAGS.seed,
-        )
-        if FLAGS.do_train:
-            per_replica = _per_replica(FLAGS.train_batch_size, strategy, "train_batch_size")
-            dataset_fn = _input_fn(special_ids, net_config, "train", per_replica, True)
-            opt_config = optimization.OptimizerConfig.from_flags(FLAGS)
-            run_config = training.RunConfig.from_flags(FLAGS)
-            _write_net_config(net_config, FLAGS.model_dir)
-            training.train(
-                strategy, pretrainer.loss_fn, dataset_fn, pretrainer.modules, opt_config, run_config
-            )
-        if FLAGS.do_eval:
-            run_eval(strategy, pretrainer, special_ids, net_config)
-    except (ValueError, OSError, tf.errors.OpError) as e:
-        if FLAGS.verbose:
-            traceback.print_exc()
-        message = " ".join(str(e).split())
-        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {message}")
+    if FLAGS.do_eval:
+        run_eval(strategy, pretrainer, special_ids, net_config)
 
 
 def run():

@@ -563,6 +563,17 @@ class _DynamicLossScale(tf.Module):
         self.good_steps.assign(tf.where(tf.logical_and(finite, ~grow), good, tf.zeros_like(good)))
 
 
+def _check_finite(variables, step):
+    """Raises FloatingPointError naming the variables holding NaN or Inf: they are never saved."""
+    finite = [bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables]
+    bad = [v.name.split(":")[0] for v, ok in zip(variables, finite, strict=True) if not ok]
+    if bad:
+        raise FloatingPointError(
+            f"step {step}: {len(bad)} variable(s) hold NaN or Inf, e.g. {', '.join(bad[:3])}: not "
+            "saved, training stopped"
+        )
+
+
 def _resumed(dataset_fn, start_step):
     """`dataset_fn` positioned where a run resumed at `start_step` is in it.
 
@@ -716,15 +727,23 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
 
     @tf.function
     def train_loop(iterator, num_steps):
+        """Means of the outputs over `num_steps` steps, and the first step whose loss is not finite."""
         sums = {name: tf.constant(0.0) for name in output_names}
+        first_nonfinite = tf.constant(-1, tf.int64)
         for _ in tf.range(num_steps):
             outputs = strategy.run(step_fn, args=(next(iterator),))
-            sums = {
-                name: sums[name]
-                + strategy.reduce(tf.distribute.ReduceOp.MEAN, outputs[name], axis=None)
+            means = {
+                name: strategy.reduce(tf.distribute.ReduceOp.MEAN, outputs[name], axis=None)
                 for name in output_names
             }
-        return {name: sums[name] / tf.cast(num_steps, tf.float32) for name in output_names}
+            sums = {name: sums[name] + means[name] for name in output_names}
+            first_nonfinite = tf.where(
+                (first_nonfinite < 0) & ~tf.math.is_finite(means["loss"]),
+                global_step.read_value(),
+                first_nonfinite,
+            )
+        means = {name: sums[name] / tf.cast(num_steps, tf.float32) for name in output_names}
+        return means, first_nonfinite
 
     is_chief = strategy.extended.should_checkpoint
     done_marker = os.path.join(rc.model_dir, DONE_MARKER)
@@ -746,10 +765,16 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
             boundaries.append(rc.save_steps - step % rc.save_steps)
         num_steps = min(boundaries)
         call_start = time.time()
-        means = train_loop(iterator, tf.constant(num_steps))
+        means, first_nonfinite = train_loop(iterator, tf.constant(num_steps))
         for name, value in means.items():
             interval_sums[name] += float(value) * num_steps
         step = int(global_step.numpy())
+        # Dynamic loss scaling and --skip_nan_grad skip such steps by design.
+        if first_nonfinite >= 0 and not (opt_config.skip_nan_grad or use_loss_scale):
+            raise FloatingPointError(
+                f"the loss is not finite at step {int(first_nonfinite)}: training stopped; the last "
+                f"checkpoint in {rc.model_dir} is intact (--skip_nan_grad skips such updates instead)"
+            )
         done = step >= rc.train_steps
         if first_call is None:
             first_call = (num_steps, time.time() - call_start)
@@ -789,6 +814,7 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
 
         if is_chief and (done or (rc.save_steps and step % rc.save_steps == 0)):
             path = os.path.join(rc.model_dir, f"model.ckpt-{step}")
+            _check_finite(variables, step)
             model_utils.save_checkpoint(ckpt_objects, path, max_to_keep=rc.max_save)
             logging.info("Saved %s", path)
     if is_chief:

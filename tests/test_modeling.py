@@ -267,6 +267,12 @@ def test_export_core_checkpoint_drops_optimizer_generator_and_step(tmp_path):
     assert sorted(names) == sorted(model.named_variables())
     listed = {n for n, _ in tf.train.list_variables(str(tmp_path / "core" / "model.ckpt"))}
     assert listed == set(model.named_variables())
+    # Into the source's directory (the training model_dir, or the source itself) it would become the
+    # latest checkpoint there, and a resumed run would restart from it.
+    for target in (src, str(tmp_path / "full" / "core.ckpt")):
+        with pytest.raises(ValueError, match="in the directory of the source checkpoint"):
+            model_utils.export_core_checkpoint(str(tmp_path / "full"), target)
+    assert model_utils.latest_checkpoint(str(tmp_path / "full")) == src
 
 
 def test_config_json_round_trip_and_original_format(tmp_path):

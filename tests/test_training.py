@@ -5,6 +5,7 @@ two logical devices for MirroredStrategy, two processes form a MultiWorkerMirror
 loopback ports. Each must end with the weights of a one-device run on the same global batch.
 """
 
+import dataclasses
 import json
 import logging as py_logging
 import os
@@ -339,6 +340,67 @@ def test_seeded_runs_with_dropout_and_shuffle_are_identical_and_resume_exactly(t
     resumed, _ = run_training(strategy, tmp_path / "crash", init, save_steps=3, **random_run)
     for name, value in weights(first).items():
         np.testing.assert_array_equal(weights(resumed)[name], value, err_msg=name)
+
+
+def test_a_non_finite_loss_stops_training_at_its_step_and_keeps_the_last_checkpoint(tmp_path):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    problem = Problem()
+    problem.data["input_mask"][N_EXAMPLES // 2 :, 1] = np.nan  # the second batch of every epoch
+    config = training.RunConfig(
+        model_dir=str(tmp_path / "nan"),
+        train_steps=6,
+        train_batch_size=GLOBAL_BATCH,
+        iterations=1,
+        save_steps=1,
+        init_checkpoint=str(init),
+    )
+    args = (strategy, problem.loss_fn, problem.dataset_fn, [problem.model])
+    with pytest.raises(FloatingPointError, match="not finite at step 2"):
+        training.train(*args, OPT, config)
+    latest = model_utils.latest_checkpoint(config.model_dir)
+    assert latest.endswith("model.ckpt-1")
+    assert all(np.isfinite(v).all() for v in checkpoint_tensors(latest).values())
+
+    # --skip_nan_grad: the updates of those steps are skipped, the run ends, nothing is non-finite.
+    skipping = dataclasses.replace(OPT, skip_nan_grad=True)
+    result = training.train(
+        *args, skipping, dataclasses.replace(config, model_dir=str(tmp_path / "skip"))
+    )
+    assert result["global_step"] == 6
+    saved = checkpoint_tensors(str(tmp_path / "skip" / "model.ckpt-6"))
+    assert all(np.isfinite(v).all() for v in saved.values())
+
+    problem.model.named_variables()["model/cls/logit/bias"].assign([np.nan, 0.0, 0.0])
+    with pytest.raises(FloatingPointError, match="step 6: 1 variable.*model/cls/logit/bias"):
+        training._check_finite(list(problem.model.named_variables().values()), 6)
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint_latest(tmp_path, monkeypatch):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    save = tf.raw_ops.SaveV2
+    calls = []
+
+    def save_until_full(**kwargs):
+        calls.append(kwargs["prefix"])
+        if len(calls) == 2:
+            with open(kwargs["prefix"] + ".data-00000-of-00001", "wb") as f:
+                f.write(b"partial")
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+        return save(**kwargs)
+
+    monkeypatch.setattr(tf.raw_ops, "SaveV2", save_until_full)
+    model_dir = tmp_path / "full_disk"
+    with pytest.raises(
+        OSError, match=f"cannot write checkpoint .*model.ckpt-4 in {model_dir}: No space"
+    ):
+        run_training(strategy, model_dir, init, train_steps=6, save_steps=2)
+    assert model_utils.latest_checkpoint(str(model_dir)).endswith("model.ckpt-2")
+    assert not list(model_dir.glob("model.ckpt-4*"))
+    monkeypatch.setattr(tf.raw_ops, "SaveV2", save)
+    resumed, result = run_training(strategy, model_dir, init, train_steps=6, save_steps=2)
+    assert result["global_step"] == 6
 
 
 def test_xla_compiled_steps_match_plain_steps(tmp_path):
