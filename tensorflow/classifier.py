@@ -26,7 +26,6 @@ from absl import app, flags, logging
 import classifier_utils
 import data_utils
 import modeling
-import optimization
 import tokenization
 import training
 
@@ -192,9 +191,6 @@ def _write_predictions(path, processor, outputs):
 
 def train(strategy, task, processor, tokenizer, special_ids, net_config):
     train_file, _ = _create_tfrecord(processor, "train", tokenizer, special_ids)
-    tf.io.gfile.makedirs(FLAGS.model_dir)
-    if strategy.extended.should_checkpoint:
-        net_config.to_json(os.path.join(FLAGS.model_dir, "net_config.json"))
 
     def dataset_fn(input_context):
         return classifier_utils.make_dataset(
@@ -208,18 +204,7 @@ def train(strategy, task, processor, tokenizer, special_ids, net_config):
             seed=FLAGS.seed,
         )
 
-    if FLAGS.verbose:
-        training.build_variables(strategy, lambda f: task.loss_fn(f, True), dataset_fn)
-        for name, var in sorted(task.model.named_variables().items()):
-            logging.info("%s %s", name, var.shape.as_list())
-    training.train(
-        strategy,
-        task.loss_fn,
-        dataset_fn,
-        [task.model],
-        optimization.OptimizerConfig.from_flags(FLAGS),
-        training.RunConfig.from_flags(FLAGS),
-    )
+    training.finetune(strategy, task.loss_fn, dataset_fn, task.model, net_config, FLAGS)
 
 
 def evaluate(strategy, task, processor, tokenizer, special_ids):

@@ -626,13 +626,8 @@ def _feature_spec(max_seq_length, regression):
     }
 
 
-def _decode(record, spec):
-    example = tf.io.parse_single_example(record, spec)
-    return {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in example.items()}
-
-
 def _padding_example(max_seq_length, regression):
-    """A fake example (is_real_example 0) with the dtypes of `_decode`'s output."""
+    """A fake example (is_real_example 0) with the dtypes of `data_utils.decode_record`."""
     return {
         "input_ids": tf.zeros([max_seq_length], tf.int32),
         "input_mask": tf.ones([max_seq_length], tf.float32),
@@ -673,33 +668,19 @@ def make_dataset(
       tf.data.Dataset of dicts: input_ids int32 [B, L], input_mask float32 [B, L], segment_ids int32 [B, L],
       label_ids int32 [B] (float32 [B] for regression), is_real_example int32 [B].
     """
-    per_replica = batch_size
-    if input_context is not None:
-        if batch_size % input_context.num_replicas_in_sync:
-            raise ValueError(
-                f"batch size {batch_size} is not divisible by the {input_context.num_replicas_in_sync} "
-                "replicas (--num_hosts x --num_core_per_host)"
-            )
-        per_replica = input_context.get_per_replica_batch_size(batch_size)
-    spec = _feature_spec(max_seq_length, regression)
-    dataset = tf.data.TFRecordDataset(path)
-    if is_training:
-        if input_context is not None and input_context.num_input_pipelines > 1:
-            dataset = dataset.shard(
-                input_context.num_input_pipelines, input_context.input_pipeline_id
-            )
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
-        dataset = dataset.map(lambda r: _decode(r, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        if input_context is not None and input_context.num_input_pipelines > 1:
-            raise ValueError("evaluation runs on one host (--num_hosts=1), as in the original")
-        if num_examples is None:
-            raise ValueError("make_dataset needs num_examples for evaluation")
-        dataset = dataset.map(lambda r: _decode(r, spec))
-        n_pad = -num_examples % batch_size
-        padding = tf.data.Dataset.from_tensors(_padding_example(max_seq_length, regression))
-        dataset = dataset.concatenate(padding.repeat(n_pad))
-    return dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    if not is_training and num_examples is None:
+        raise ValueError("make_dataset needs num_examples for evaluation")
+    return data_utils.make_record_dataset(
+        path,
+        _feature_spec(max_seq_length, regression),
+        batch_size,
+        is_training,
+        padding=_padding_example(max_seq_length, regression),
+        num_records=num_examples,
+        input_context=input_context,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ metrics

@@ -256,3 +256,69 @@ def run_main(run, verbose=False):
         if verbose:
             traceback.print_exc()
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {' '.join(str(e).split())}")
+
+
+def decode_record(record, spec):
+    """Parses one tf.train.Example by `spec`; int64 features become int32."""
+    example = tf.io.parse_single_example(record, spec)
+    return {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in example.items()}
+
+
+def make_record_dataset(
+    paths,
+    spec,
+    batch_size,
+    is_training,
+    padding=None,
+    num_records=None,
+    input_context=None,
+    shuffle_buffer=2048,
+    seed=None,
+):
+    """Batches of the tf.train.Example records of `paths`, for training or for evaluation.
+
+    Training: shard per input pipeline, shuffle (seeded), repeat, fixed-size batches. Evaluation: one pass
+    in file order, then copies of the fake record `padding` up to a multiple of the global batch size, so
+    every replica gets full batches and no real record is dropped (the fake ones carry a marker the
+    caller drops: `is_real_example` 0, a reserved unique id).
+
+    Args:
+      paths: a tfrecord path or a list of them.
+      spec: feature name -> `tf.io.FixedLenFeature`.
+      batch_size: global batch size; divided by the replica count when `input_context` is given.
+      is_training: see above.
+      padding: evaluation only: dict name -> tensor, a record as `decode_record` returns it.
+      num_records: evaluation only: records in `paths`.
+      input_context: `tf.distribute.InputContext` or None (one pipeline, one replica).
+      shuffle_buffer, seed: the training shuffle.
+    Returns:
+      tf.data.Dataset of dicts of [per-replica batch, ...] tensors (int64 features as int32).
+    """
+    per_replica = batch_size
+    if input_context is not None:
+        if batch_size % input_context.num_replicas_in_sync:
+            raise ValueError(
+                f"batch size {batch_size} is not divisible by the {input_context.num_replicas_in_sync} "
+                "replicas (--num_hosts x --num_core_per_host)"
+            )
+        per_replica = input_context.get_per_replica_batch_size(batch_size)
+    several_pipelines = input_context is not None and input_context.num_input_pipelines > 1
+    dataset = tf.data.TFRecordDataset(paths)
+    if is_training:
+        if several_pipelines:
+            dataset = dataset.shard(
+                input_context.num_input_pipelines, input_context.input_pipeline_id
+            )
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
+        dataset = dataset.map(lambda r: decode_record(r, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        if several_pipelines:
+            raise ValueError("evaluation runs on one host (--num_hosts=1), as in the original")
+        if num_records is None or padding is None:
+            raise ValueError(
+                "an evaluation dataset needs the number of records and a padding record"
+            )
+        dataset = dataset.map(lambda r: decode_record(r, spec))
+        n_pad = -num_records % batch_size
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(padding).repeat(n_pad))
+    return dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

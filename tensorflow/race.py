@@ -25,7 +25,6 @@ from absl import app, flags, logging
 
 import data_utils
 import modeling
-import optimization
 import race_utils
 import tokenization
 import training
@@ -138,10 +137,6 @@ def _create_tfrecord(split, tokenizer, special_ids):
 
 
 def train(strategy, task, train_file, net_config):
-    tf.io.gfile.makedirs(FLAGS.model_dir)
-    if strategy.extended.should_checkpoint:
-        net_config.to_json(os.path.join(FLAGS.model_dir, "net_config.json"))
-
     def dataset_fn(input_context):
         return race_utils.make_dataset(
             train_file,
@@ -153,18 +148,7 @@ def train(strategy, task, train_file, net_config):
             seed=FLAGS.seed,
         )
 
-    if FLAGS.verbose:
-        training.build_variables(strategy, lambda f: task.loss_fn(f, True), dataset_fn)
-        for name, var in sorted(task.model.named_variables().items()):
-            logging.info("%s %s", name, var.shape.as_list())
-    training.train(
-        strategy,
-        task.loss_fn,
-        dataset_fn,
-        [task.model],
-        optimization.OptimizerConfig.from_flags(FLAGS),
-        training.RunConfig.from_flags(FLAGS),
-    )
+    training.finetune(strategy, task.loss_fn, dataset_fn, task.model, net_config, FLAGS)
 
 
 def evaluate(strategy, task, eval_file, meta):

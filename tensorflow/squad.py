@@ -30,7 +30,6 @@ from absl import app, flags, logging
 import data_utils
 import model_utils
 import modeling
-import optimization
 import squad_metrics
 import squad_prepro
 import tokenization
@@ -219,9 +218,6 @@ def preprocess_eval(tokenizer, special_ids):
 
 def train(strategy, task, tokenizer, special_ids, net_config):
     train_files = preprocess_train(tokenizer, special_ids, range(FLAGS.num_proc))
-    tf.io.gfile.makedirs(FLAGS.model_dir)
-    if strategy.extended.should_checkpoint:
-        net_config.to_json(os.path.join(FLAGS.model_dir, "net_config.json"))
 
     def dataset_fn(input_context):
         return squad_prepro.make_dataset(
@@ -234,18 +230,7 @@ def train(strategy, task, tokenizer, special_ids, net_config):
             seed=FLAGS.seed,
         )
 
-    if FLAGS.verbose:
-        training.build_variables(strategy, lambda f: task.loss_fn(f, True), dataset_fn)
-        for name, var in sorted(task.model.named_variables().items()):
-            logging.info("%s %s", name, var.shape.as_list())
-    training.train(
-        strategy,
-        task.loss_fn,
-        dataset_fn,
-        [task.model],
-        optimization.OptimizerConfig.from_flags(FLAGS),
-        training.RunConfig.from_flags(FLAGS),
-    )
+    training.finetune(strategy, task.loss_fn, dataset_fn, task.model, net_config, FLAGS)
 
 
 class _EvalData:

@@ -1081,13 +1081,8 @@ def _feature_spec(max_seq_length, is_training):
     return spec
 
 
-def _decode(record, spec):
-    example = tf.io.parse_single_example(record, spec)
-    return {k: tf.cast(v, tf.int32) if v.dtype == tf.int64 else v for k, v in example.items()}
-
-
 def _padding_feature(max_seq_length):
-    """A fake evaluation feature (unique_ids `PAD_UNIQUE_ID`) with the dtypes of `_decode`."""
+    """A fake evaluation feature (unique_ids `PAD_UNIQUE_ID`) with the dtypes of `data_utils.decode_record`."""
     return {
         "unique_ids": tf.constant(PAD_UNIQUE_ID, tf.int32),
         "input_ids": tf.zeros([max_seq_length], tf.int32),
@@ -1130,32 +1125,16 @@ def make_dataset(
       [B, L], p_mask float32 [B, L], segment_ids int32 [B, L], cls_index int32 [B]; training adds
       start_positions int32 [B], end_positions int32 [B], is_impossible float32 [B].
     """
-    per_replica = batch_size
-    if input_context is not None:
-        if batch_size % input_context.num_replicas_in_sync:
-            raise ValueError(
-                f"batch size {batch_size} is not divisible by the "
-                f"{input_context.num_replicas_in_sync} replicas"
-            )
-        per_replica = input_context.get_per_replica_batch_size(batch_size)
-    spec = _feature_spec(max_seq_length, is_training)
-    dataset = tf.data.TFRecordDataset(path)
-    if is_training:
-        if input_context is not None and input_context.num_input_pipelines > 1:
-            dataset = dataset.shard(
-                input_context.num_input_pipelines, input_context.input_pipeline_id
-            )
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
-        dataset = dataset.map(lambda r: _decode(r, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        if input_context is not None and input_context.num_input_pipelines > 1:
-            raise ValueError("evaluation runs on one host (num_hosts=1), as in the original")
-        if num_features is None:
-            raise ValueError(
-                "make_dataset needs num_features for evaluation (meta['num_features'])"
-            )
-        dataset = dataset.map(lambda r: _decode(r, spec))
-        n_pad = -num_features % batch_size
-        padding = tf.data.Dataset.from_tensors(_padding_feature(max_seq_length))
-        dataset = dataset.concatenate(padding.repeat(n_pad))
-    return dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    if not is_training and num_features is None:
+        raise ValueError("make_dataset needs num_features for evaluation (meta['num_features'])")
+    return data_utils.make_record_dataset(
+        path,
+        _feature_spec(max_seq_length, is_training),
+        batch_size,
+        is_training,
+        padding=_padding_feature(max_seq_length),
+        num_records=num_features,
+        input_context=input_context,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+    )

@@ -823,6 +823,35 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
     return {"global_step": step, **logged}
 
 
+def finetune(strategy, loss_fn, dataset_fn, model, net_config, flag_values):
+    """A finetuning script's training: `net_config.json` into --model_dir, then `train` on `model`.
+
+    Args:
+      strategy, loss_fn, dataset_fn: as for `train`.
+      model: the `FunnelTFM` to train.
+      net_config: its `ModelConfig`, written beside the checkpoints for evaluation and export.
+      flag_values: the parsed flags of `define_engine_flags` and `define_optimizer_flags`, and
+        `verbose` (log every variable first).
+    Returns:
+      what `train` returns.
+    """
+    tf.io.gfile.makedirs(flag_values.model_dir)
+    if strategy.extended.should_checkpoint:
+        net_config.to_json(os.path.join(flag_values.model_dir, "net_config.json"))
+    if flag_values.verbose:
+        build_variables(strategy, lambda f: loss_fn(f, True), dataset_fn)
+        for name, var in sorted(model.named_variables().items()):
+            logging.info("%s %s", name, var.shape.as_list())
+    return train(
+        strategy,
+        loss_fn,
+        dataset_fn,
+        [model],
+        optimization.OptimizerConfig.from_flags(flag_values),
+        RunConfig.from_flags(flag_values),
+    )
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 def step_checkpoints(model_dir):
     """[(step, prefix)] of every `*-{step}.index` checkpoint in `model_dir`, by increasing step."""
