@@ -223,28 +223,26 @@ def evaluate(strategy, task, processor, tokenizer, special_ids):
     ckpt_dir = FLAGS.eval_model_dir or FLAGS.model_dir
 
     predictor = training.Predictor(strategy, task.predict_fn)
-    results = []
-    for step, path in training.iterate_checkpoints(
-        ckpt_dir, FLAGS.eval_start_step, FLAGS.eval_end_step, latest_only=not FLAGS.eval_all_ckpt
-    ):
+
+    def evaluate_checkpoint(step, path):
         training.restore_checkpoint([task.model], path)
         outputs = training.real_examples(predictor(dataset_fn))
-        metrics = classifier_utils.compute_metrics(
-            processor.name, outputs["label_ids"], outputs["outputs"], outputs["per_example_loss"]
-        )
         base = os.path.join(eval_dir, f"{FLAGS.eval_split}.ckpt-{step}")
         _write_predictions(f"{base}.predictions.jsonl", processor, outputs)
-        data_utils.atomic_write_json(
-            f"{base}.metrics.json", {"step": step, "path": path, **metrics}, indent=4
+        return classifier_utils.compute_metrics(
+            processor.name, outputs["label_ids"], outputs["outputs"], outputs["per_example_loss"]
         )
-        with writer.as_default(step=step):
-            for name, value in metrics.items():
-                tf.summary.scalar(name, value)
-        writer.flush()
-        logging.info(
-            "Eval step %d | %s", step, " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        )
-        results.append((step, path, metrics))
+
+    results = training.evaluate_checkpoints(
+        ckpt_dir,
+        evaluate_checkpoint,
+        os.path.join(eval_dir, f"{FLAGS.eval_split}.ckpt-{{step}}.metrics.json"),
+        writer,
+        FLAGS.eval_start_step,
+        FLAGS.eval_end_step,
+        latest_only=not FLAGS.eval_all_ckpt,
+        timeout_secs=FLAGS.eval_timeout,
+    )
     if not results:
         raise ValueError(
             f"no checkpoint to evaluate in {ckpt_dir} with step in "
@@ -273,6 +271,15 @@ def submit(strategy, task, processor, tokenizer, special_ids, best):
             best = json.load(f)
     ckpt = best["path"]
     names = [processor.name] + (["diagnostic"] if processor.name == "mnli_matched" else [])
+    if not tf.io.gfile.exists(ckpt + ".index"):
+        written = os.path.join(submit_dir, f"{classifier_utils.SUBMIT_NAMES[processor.name]}.tsv")
+        if tf.io.gfile.exists(written):
+            # A rerun of a finished command: its submission was written before the clean-up.
+            logging.info("%s exists and %s was cleaned up: nothing to submit.", written, ckpt)
+            return
+        raise ValueError(
+            f"the best checkpoint {ckpt} was deleted after evaluation: --retain_best keeps it"
+        )
     for name in names:
         cur = classifier_utils.get_processor(name)
         data_dir, output_dir = FLAGS.data_dir, FLAGS.output_dir
@@ -306,8 +313,9 @@ def run():
         FLAGS.tokenizer_type, FLAGS.tokenizer_path, FLAGS.uncased
     )
     special_ids = data_utils.setup_special_ids(tokenizer)
+    data_utils.ensure_writable_dir(FLAGS.output_dir, "output_dir")
     net_config = training.model_config_for_run(
-        FLAGS, special_ids.vocab_size, (FLAGS.eval_model_dir, FLAGS.model_dir)
+        strategy, FLAGS, special_ids.vocab_size, FLAGS.do_train, FLAGS.eval_model_dir
     )
     modeling.check_seq_len(net_config, FLAGS.max_seq_length, FLAGS.truncate_seq)
     precision = training.resolve_precision(FLAGS.use_bfloat16, FLAGS.precision)

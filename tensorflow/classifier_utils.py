@@ -109,6 +109,22 @@ def _check_file(path, data_dir):
         raise ValueError(f"{path} is empty")
 
 
+def _decoded_lines(f, path):
+    """The lines of the binary file `f` as str, without a leading UTF-8 byte order mark.
+
+    Raises:
+      ValueError: a line is not UTF-8, naming the file and the line.
+    """
+    for number, raw in enumerate(f, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}:{number}: not valid UTF-8 ({e.reason} at byte {e.start})"
+            ) from None
+        yield line.removeprefix("\ufeff") if number == 1 else line
+
+
 def read_rows(path, delimiter="\t", quotechar=None):
     """Yields (line_number, row) of a delimited text file; line numbers are 1-based.
 
@@ -118,8 +134,10 @@ def read_rows(path, delimiter="\t", quotechar=None):
       quotechar: None reads every character literally (GLUE), '"' for csv quoting.
     """
     quoting = csv.QUOTE_NONE if quotechar is None else csv.QUOTE_MINIMAL
-    with tf.io.gfile.GFile(path, "r") as f:
-        reader = csv.reader(f, delimiter=delimiter, quotechar=quotechar, quoting=quoting)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        reader = csv.reader(
+            _decoded_lines(f, path), delimiter=delimiter, quotechar=quotechar, quoting=quoting
+        )
         start = 1
         for row in reader:
             # reader.line_num is the last physical line of the row; a quoted field may span lines.

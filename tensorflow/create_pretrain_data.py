@@ -305,7 +305,7 @@ def create_pretrain_data(
     special_ids = data_utils.setup_special_ids(tokenizer)
     is_start = tokenizer.word_start_mask
 
-    tf.io.gfile.makedirs(save_dir)
+    data_utils.ensure_writable_dir(save_dir, "save_dir")
     record_path = os.path.join(
         save_dir,
         data_utils.pretrain_record_name(split, pass_id, seq_len, uncased, task, num_task),

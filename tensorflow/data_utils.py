@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import struct
 import sys
 import traceback
 import uuid
@@ -322,3 +323,43 @@ def make_record_dataset(
         n_pad = -num_records % batch_size
         dataset = dataset.concatenate(tf.data.Dataset.from_tensors(padding).repeat(n_pad))
     return dataset.batch(per_replica, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def ensure_writable_dir(path, flag):
+    """Creates directory `path` if needed and checks that files can be written in it.
+
+    Raises:
+      ValueError: naming `--{flag}` and why (a file in the way, no permission), before any long work.
+    """
+    try:
+        tf.io.gfile.makedirs(path)
+        probe = os.path.join(path, f".tmp-{uuid.uuid4().hex}-write-test")
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        reason = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        raise ValueError(f"--{flag}={path} is not a writable directory: {reason}") from None
+
+
+def count_tfrecords(path):
+    """The number of records in the tfrecord file `path`, reading only their length headers.
+
+    Raises:
+      ValueError: naming the file, when it ends inside a record (a truncated copy, a killed writer).
+    """
+    size = tf.io.gfile.stat(path).length
+    count = offset = 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while offset < size:
+            header = f.read(12)  # uint64 length, uint32 masked CRC of the length
+            end = offset + 12 + (struct.unpack("<Q", header[:8])[0] if len(header) == 12 else 0) + 4
+            if len(header) < 12 or end > size:
+                raise ValueError(
+                    f"{path} is truncated: record {count + 1} starts at byte {offset} and does not "
+                    f"end before the end of the file ({size} bytes)"
+                )
+            offset = end
+            f.seek(offset)
+            count += 1
+    return count

@@ -82,9 +82,24 @@ def get_record_info(
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{meta_path}: not a valid meta file ({e})") from None
             if count > 0:
-                filenames.extend(os.path.join(os.path.dirname(meta_path), n) for n in names)
+                paths = [os.path.join(os.path.dirname(meta_path), n) for n in names]
+                _check_records(meta_path, paths, count)
+                filenames.extend(paths)
                 num_example += count
     return filenames, num_example
+
+
+def _check_records(meta_path, paths, count):
+    """The record files a meta file lists exist, are whole, and hold the `num_example` it says."""
+    found = 0
+    for path in paths:
+        if not tf.io.gfile.exists(path):
+            raise ValueError(f"{meta_path} lists {path}, which does not exist")
+        found += data_utils.count_tfrecords(path)
+    if found != count:
+        raise ValueError(
+            f"{meta_path} says num_example {count}, but its record files hold {found} records"
+        )
 
 
 def get_num_example(

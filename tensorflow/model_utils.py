@@ -111,8 +111,7 @@ def _write_checkpoint(tensors, path, max_to_keep=0):
         # Not recorded in the state file: the previous checkpoint stays the latest.
         for filename in tf.io.gfile.glob(path + ".*"):
             tf.io.gfile.remove(filename)
-        message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-        raise OSError(f"cannot write checkpoint {path} in {model_dir}: {message}") from e
+        raise OSError(f"cannot write checkpoint {path} in {model_dir}: {_message(e)}") from e
     kept = [p for p in list_checkpoints(model_dir) if p != path] + [path]
     if max_to_keep and len(kept) > max_to_keep:
         for old in kept[:-max_to_keep]:
@@ -141,6 +140,10 @@ def save_checkpoint(objects, path, max_to_keep=0):
     return _write_checkpoint({n: v.read_value() for n, v in named.items()}, path, max_to_keep)
 
 
+class DamagedCheckpointError(ValueError):
+    """A checkpoint whose files cannot be read whole (e.g. a truncated `.data` file)."""
+
+
 class CheckpointValues:
     """The variables of one name-based checkpoint, read on demand by name.
 
@@ -150,7 +153,12 @@ class CheckpointValues:
 
     def __init__(self, path):
         self.path = path
-        self._reader = tf.train.load_checkpoint(path)
+        try:
+            self._reader = tf.train.load_checkpoint(path)
+        except (tf.errors.OpError, ValueError) as e:
+            raise DamagedCheckpointError(
+                f"checkpoint {path} cannot be read: {_message(e)}"
+            ) from None
         self.shapes = self._reader.get_variable_to_shape_map()
 
     def get(self, name, shape):
@@ -167,7 +175,17 @@ class CheckpointValues:
                 f"checkpoint but {list(shape)} in the model (does the model config match the "
                 "checkpoint?)"
             )
-        return self._reader.get_tensor(name)
+        try:
+            return self._reader.get_tensor(name)
+        except (IndexError, tf.errors.OpError) as e:
+            raise DamagedCheckpointError(
+                f"checkpoint {self.path} is damaged (variable {name}: {_message(e)}); its files may "
+                "have been cut short by a full disk or a killed copy"
+            ) from None
+
+
+def _message(error):
+    return error.message if isinstance(error, tf.errors.OpError) else str(error)
 
 
 @dataclasses.dataclass

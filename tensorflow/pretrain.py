@@ -398,26 +398,6 @@ def _per_replica(batch_size, strategy, flag):
     return batch_size // replicas
 
 
-def _write_net_config(net_config, model_dir):
-    """Writes model_dir/net_config.json; a different one already there (from an earlier run) is an error."""
-    path = os.path.join(model_dir, "net_config.json")
-    if tf.io.gfile.exists(path):
-        existing = modeling.ModelConfig.init_from_json(path)
-        if existing != net_config:
-            changed = sorted(
-                k
-                for k in modeling.ModelConfig.keys
-                if getattr(existing, k) != getattr(net_config, k)
-            )
-            raise ValueError(
-                f"{path} differs from this run's model config in {changed}: use another --model_dir "
-                f"or --model_config={path}"
-            )
-        return
-    tf.io.gfile.makedirs(model_dir)
-    net_config.to_json(path)
-
-
 def _input_fn(special_ids, net_config, split, batch_size_per_replica, is_training):
     return input_func_builder.get_input_fn(
         FLAGS.record_dir,
@@ -539,7 +519,7 @@ def _run():
         dataset_fn = _input_fn(special_ids, net_config, "train", per_replica, True)
         opt_config = optimization.OptimizerConfig.from_flags(FLAGS)
         run_config = training.RunConfig.from_flags(FLAGS)
-        _write_net_config(net_config, FLAGS.model_dir)
+        training.write_run_config(strategy, net_config, FLAGS.model_dir)
         training.train(
             strategy, pretrainer.loss_fn, dataset_fn, pretrainer.modules, opt_config, run_config
         )

@@ -175,37 +175,31 @@ def evaluate(strategy, task, eval_file, meta):
     ckpt_dir = FLAGS.eval_model_dir or FLAGS.model_dir
 
     predictor = training.Predictor(strategy, task.predict_fn)
-    results = []
-    for step, path in training.iterate_checkpoints(
-        ckpt_dir, FLAGS.eval_start_step, FLAGS.eval_end_step
-    ):
+
+    def evaluate_checkpoint(step, path):
         training.restore_checkpoint([task.model], path)
         outputs = training.real_examples(predictor(dataset_fn))
-        metrics = race_utils.compute_metrics(
+        records = race_utils.prediction_records(index, outputs["logits"])
+        data_utils.atomic_write_text(
+            os.path.join(eval_dir, f"{FLAGS.eval_split}.ckpt-{step}.predictions.jsonl"),
+            "".join(json.dumps(r) + "\n" for r in records),
+        )
+        return race_utils.compute_metrics(
             outputs["label_ids"],
             outputs["logits"],
             outputs["per_example_loss"],
             index["is_high_example"],
         )
-        base = os.path.join(eval_dir, f"{FLAGS.eval_split}.ckpt-{step}")
-        records = race_utils.prediction_records(index, outputs["logits"])
-        data_utils.atomic_write_text(
-            f"{base}.predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records)
-        )
-        data_utils.atomic_write_json(
-            f"{base}.metrics.json", {"step": step, "path": path, **metrics}, indent=4
-        )
-        with writer.as_default(step=step):
-            for name, value in metrics.items():
-                if value is not None:
-                    tf.summary.scalar(name, value)
-        writer.flush()
-        logging.info(
-            "Eval step %d | %s",
-            step,
-            " | ".join(f"{k} {'n/a' if v is None else f'{v:.4f}'}" for k, v in metrics.items()),
-        )
-        results.append((step, path, metrics))
+
+    results = training.evaluate_checkpoints(
+        ckpt_dir,
+        evaluate_checkpoint,
+        os.path.join(eval_dir, f"{FLAGS.eval_split}.ckpt-{{step}}.metrics.json"),
+        writer,
+        FLAGS.eval_start_step,
+        FLAGS.eval_end_step,
+        timeout_secs=FLAGS.eval_timeout,
+    )
     if not results:
         raise ValueError(
             f"no checkpoint to evaluate in {ckpt_dir} with step in "
@@ -227,8 +221,9 @@ def run():
         FLAGS.tokenizer_type, FLAGS.tokenizer_path, FLAGS.uncased
     )
     special_ids = data_utils.setup_special_ids(tokenizer)
+    data_utils.ensure_writable_dir(FLAGS.output_dir, "output_dir")
     net_config = training.model_config_for_run(
-        FLAGS, special_ids.vocab_size, (FLAGS.eval_model_dir, FLAGS.model_dir)
+        strategy, FLAGS, special_ids.vocab_size, FLAGS.do_train, FLAGS.eval_model_dir
     )
     modeling.check_seq_len(net_config, FLAGS.max_seq_length, FLAGS.truncate_seq)
     precision = training.resolve_precision(FLAGS.use_bfloat16, FLAGS.precision)

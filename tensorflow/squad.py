@@ -293,7 +293,7 @@ class _EvalData:
         return metrics, threshold
 
     def write(self, output_dir, prefix, predictions, nbest, null_odds):
-        """Writes the prediction files and the metrics; returns the metrics."""
+        """Writes the prediction files and the final answers; returns (metrics, final answers)."""
         squad_metrics.write_prediction_files(output_dir, prefix, predictions, nbest, null_odds)
         metrics, threshold = self.evaluate(predictions, null_odds)
         answers = predictions
@@ -303,10 +303,7 @@ class _EvalData:
         data_utils.atomic_write_json(
             os.path.join(output_dir, f"{prefix}.final_predictions.json"), answers, indent=4
         )
-        data_utils.atomic_write_json(
-            os.path.join(output_dir, f"{prefix}.metrics.json"), metrics, indent=4
-        )
-        return metrics
+        return metrics, answers
 
 
 def predict(strategy, task, tokenizer, special_ids):
@@ -314,30 +311,30 @@ def predict(strategy, task, tokenizer, special_ids):
     data = _EvalData(strategy, task, tokenizer, special_ids)
     predict_dir = FLAGS.predict_dir or os.path.join(FLAGS.model_dir, "predict")
     tf.io.gfile.makedirs(predict_dir)
-    writer = tf.summary.create_file_writer(predict_dir)
     key = _target_eval_key()
-    results = []
-    for step, path in training.iterate_checkpoints(
-        FLAGS.model_dir, FLAGS.eval_start_step, FLAGS.eval_end_step
-    ):
+
+    def evaluate_checkpoint(step, path):
         predictions, nbest, null_odds = data.predict(path)
-        metrics = data.write(predict_dir, str(step), predictions, nbest, null_odds)
-        if key not in metrics:
-            raise ValueError(
-                f"--target_eval_key={key!r} is not a metric; metrics: {', '.join(sorted(metrics))}"
-            )
-        with writer.as_default(step=step):
-            for name, value in metrics.items():
-                tf.summary.scalar(name, value)
-        writer.flush()
-        logging.info(
-            "Predict step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        )
-        results.append((step, path, metrics))
+        metrics, _ = data.write(predict_dir, str(step), predictions, nbest, null_odds)
+        return metrics
+
+    results = training.evaluate_checkpoints(
+        FLAGS.model_dir,
+        evaluate_checkpoint,
+        os.path.join(predict_dir, "{step}.metrics.json"),
+        tf.summary.create_file_writer(predict_dir),
+        FLAGS.eval_start_step,
+        FLAGS.eval_end_step,
+        timeout_secs=FLAGS.eval_timeout,
+    )
     if not results:
         raise ValueError(
             f"no checkpoint to predict with in {FLAGS.model_dir} with step in "
             f"({FLAGS.eval_start_step}, {FLAGS.eval_end_step}]"
+        )
+    if key not in results[0][2]:
+        raise ValueError(
+            f"--target_eval_key={key!r} is not a metric; metrics: {', '.join(sorted(results[0][2]))}"
         )
     step, path, metrics = max(results, key=lambda r: r[2][key])
     best = {"step": step, "path": path, "target_eval_key": key, **metrics}
@@ -361,13 +358,13 @@ def ensemble(strategy, task, tokenizer, special_ids):
         FLAGS.model_dir, "ensemble_predictions.json"
     )
     output_dir, name = os.path.split(output_file)
-    prefix = name[: -len(".json")] if name.endswith(".json") else name
-    metrics = data.write(output_dir or ".", f"{prefix}.ensemble", predictions, nbest, null_odds)
-    metrics, threshold = data.evaluate(predictions, null_odds)
-    answers = (
-        predictions
-        if threshold is None
-        else squad_metrics.apply_null_threshold(predictions, null_odds, threshold)
+    prefix = (name[: -len(".json")] if name.endswith(".json") else name) + ".ensemble"
+    output_dir = output_dir or "."
+    metrics, answers = data.write(output_dir, prefix, predictions, nbest, null_odds)
+    data_utils.atomic_write_json(
+        os.path.join(output_dir, f"{prefix}.metrics.json"),
+        {"checkpoints": FLAGS.ensemble_ckpts, **metrics},
+        indent=4,
     )
     data_utils.atomic_write_json(output_file, answers, indent=4)
     logging.info("Ensemble of %d: %s", len(nbest_list), json.dumps(metrics))
@@ -382,6 +379,7 @@ def run():
         FLAGS.tokenizer_type, FLAGS.tokenizer_path, FLAGS.uncased
     )
     special_ids = data_utils.setup_special_ids(tokenizer)
+    data_utils.ensure_writable_dir(FLAGS.output_dir, "output_dir")
     if FLAGS.prepro_split == "train":
         preprocess_train(tokenizer, special_ids, [FLAGS.proc_id])
         return
@@ -389,7 +387,9 @@ def run():
         preprocess_eval(tokenizer, special_ids)
         return
     strategy = training.get_strategy(FLAGS)
-    net_config = training.model_config_for_run(FLAGS, special_ids.vocab_size, [FLAGS.model_dir])
+    net_config = training.model_config_for_run(
+        strategy, FLAGS, special_ids.vocab_size, FLAGS.do_train
+    )
     modeling.check_seq_len(net_config, FLAGS.max_seq_length, FLAGS.truncate_seq, use_decoder=True)
     precision = training.resolve_precision(FLAGS.use_bfloat16, FLAGS.precision)
     task = Task(modeling.FunnelTFM(net_config, seed=FLAGS.seed), precision)

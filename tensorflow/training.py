@@ -43,12 +43,14 @@ import datetime
 import functools
 import json
 import os
+import re
 import time
 
 import numpy as np
 import tensorflow as tf
 from absl import flags, logging
 
+import data_utils
 import model_utils
 import modeling
 import ops
@@ -153,11 +155,25 @@ def define_engine_flags(**defaults):
     flags.DEFINE_integer(
         "log_freq", values["log_freq"], "Log and write summaries every this many steps."
     )
+    flags.DEFINE_bool(
+        "deterministic",
+        True,
+        "Run one TensorFlow op at a time, so that runs with the same --seed give bit-identical weights "
+        "on CPU (float results of overlapping ops depend on thread timing). False may be faster on "
+        "many-core hosts.",
+    )
     flags.DEFINE_integer(
         "seed",
         values["seed"],
         "Seeds everything random: the initialisation of new variables, dropout, the training shuffle and "
         "the pretraining corruption. Two runs of one command end with identical weights (float32, CPU).",
+    )
+    flags.DEFINE_integer(
+        "eval_timeout",
+        0,
+        "Evaluation gives up after waiting this many seconds for a new checkpoint (0: waits as long as "
+        "a training run is writing model_dir), and an evaluation-only job waits at most this long "
+        "(60 s when 0) for its training run to start.",
     )
     flags.DEFINE_bool(
         "jit_compile",
@@ -276,18 +292,29 @@ def model_config_from_flags(flag_values, vocab_size=None, config_path=None):
     return config
 
 
-def model_config_for_run(flag_values, vocab_size, model_dirs):
-    """--model_config, else the net_config.json a training run wrote in one of `model_dirs`, else the
-    config flags (see `model_config_from_flags`)."""
+def model_config_for_run(strategy, flag_values, vocab_size, do_train, eval_model_dir=""):
+    """The `ModelConfig` of a script's run: --model_config, else the net_config.json of a training run in
+    --eval_model_dir or --model_dir, else the config flags (see `model_config_from_flags`).
+
+    An evaluation-only run without --model_config first waits for its training run to write the config
+    (`wait_for_training_run`, at most --eval_timeout, 60 s when 0); a training run writes it at once
+    (`write_run_config`), before its data preparation.
+    """
+    model_dir = flag_values.model_dir
+    if not do_train and not flag_values.model_config:
+        wait_for_training_run(eval_model_dir or model_dir, flag_values.eval_timeout or 60)
     config_path = flag_values.model_config
     if not config_path:
-        for directory in model_dirs:
+        for directory in (eval_model_dir, model_dir):
             saved = os.path.join(directory, "net_config.json") if directory else ""
             if saved and tf.io.gfile.exists(saved):
                 logging.info("Model config from %s.", saved)
                 config_path = saved
                 break
-    return model_config_from_flags(flag_values, vocab_size, config_path)
+    net_config = model_config_from_flags(flag_values, vocab_size, config_path)
+    if do_train:
+        write_run_config(strategy, net_config, model_dir)
+    return net_config
 
 
 _OPTIMIZER_FLAG_HELP = {
@@ -387,9 +414,18 @@ def get_strategy(flag_values):
     - --num_core_per_host > 1: MirroredStrategy over that many GPUs, or logical CPUs without a GPU;
     - otherwise OneDeviceStrategy on the first GPU, else the CPU.
 
+    With --deterministic (the default), TensorFlow runs one op at a time (inter-op parallelism 1): with
+    several ops in flight, oneDNN splits an op's work by the threads free at that moment and the float
+    sums come out in a different order, so two seeded runs differed in the last bits after some steps.
+
     Args:
       flag_values: object with the attributes of `define_engine_flags` (e.g. absl FLAGS).
     """
+    if getattr(flag_values, "deterministic", True):
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            logging.warning("TensorFlow is already running: --deterministic cannot take effect.")
     if flag_values.use_tpu:
         tpu = flag_values.tpu or flag_values.master
         kwargs = {"job_name": flag_values.tpu_job_name} if flag_values.tpu_job_name else {}
@@ -563,6 +599,29 @@ class _DynamicLossScale(tf.Module):
         self.good_steps.assign(tf.where(tf.logical_and(finite, ~grow), good, tf.zeros_like(good)))
 
 
+def _resume(ckpt_objects, model_dir):
+    """Restores the newest readable checkpoint of `model_dir`; returns its path, or None for none.
+
+    A damaged newest checkpoint (cut short by a full disk or a kill during a copy) is reported and the
+    previous complete one is used.
+    """
+    checkpoints = model_utils.list_checkpoints(model_dir)
+    for path in reversed(checkpoints):
+        try:
+            report = model_utils.init_from_checkpoint(ckpt_objects, path)
+        except model_utils.DamagedCheckpointError as e:
+            logging.warning("%s Trying the previous checkpoint.", e)
+            continue
+        _log_init_report(report, "Resumed from", path)
+        return path
+    if checkpoints:
+        raise model_utils.DamagedCheckpointError(
+            f"no checkpoint of {model_dir} can be read ({len(checkpoints)} damaged): delete them to "
+            "train afresh"
+        )
+    return None
+
+
 def _check_finite(variables, step):
     """Raises FloatingPointError naming the variables holding NaN or Inf: they are never saved."""
     finite = [bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables]
@@ -617,6 +676,21 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
       float16.
     """
     rc = run_config
+    if opt_config.warmup_steps > rc.train_steps:
+        raise ValueError(
+            f"--warmup_steps={opt_config.warmup_steps} exceeds --train_steps={rc.train_steps}: the "
+            "learning rate would never reach --learning_rate"
+        )
+    data_utils.ensure_writable_dir(rc.model_dir, "model_dir")
+    finished = finished_step(rc.model_dir)
+    # A finished run whose checkpoints evaluation cleaned up: done, not to be redone from step 0.
+    if (
+        finished is not None
+        and finished >= rc.train_steps
+        and not model_utils.list_checkpoints(rc.model_dir)
+    ):
+        logging.info("%s holds a finished run (step %d): nothing to train.", rc.model_dir, finished)
+        return {"global_step": finished}
     modules = list(modules)
     with strategy.scope():
         global_step = tf.Variable(
@@ -645,11 +719,8 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
     ckpt_objects = [*modules, optimizer, global_step] + ([loss_scale] if loss_scale else [])
 
     tf.io.gfile.makedirs(rc.model_dir)
-    latest = model_utils.latest_checkpoint(rc.model_dir)
-    if latest:
-        report = model_utils.init_from_checkpoint(ckpt_objects, latest)
-        _log_init_report(report, "Resumed from", latest)
-    elif rc.init_checkpoint:
+    latest = _resume(ckpt_objects, rc.model_dir)
+    if not latest and rc.init_checkpoint:
         objects = ckpt_objects if rc.init_global_vars else modules
         report = model_utils.init_from_checkpoint(
             objects, rc.init_checkpoint, trainable_only=not rc.init_global_vars
@@ -818,13 +889,65 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
             model_utils.save_checkpoint(ckpt_objects, path, max_to_keep=rc.max_save)
             logging.info("Saved %s", path)
     if is_chief:
-        # Tells evaluation jobs polling model_dir that no more checkpoints will come.
+        # Tells evaluation jobs polling model_dir that no more checkpoints will come, and a rerun that
+        # the run is finished.
         tf.io.gfile.makedirs(done_marker)
+        data_utils.atomic_write_json(os.path.join(done_marker, "step.json"), {"global_step": step})
     return {"global_step": step, **logged}
 
 
+def write_run_config(strategy, net_config, model_dir):
+    """Writes `model_dir/net_config.json`, the first thing a training run writes.
+
+    Evaluation jobs and exports read the model's config from there, and an evaluation started with the
+    training waits for it (`wait_for_training_run`). A different config already there (an earlier run's)
+    is an error.
+    """
+    path = os.path.join(model_dir, "net_config.json")
+    data_utils.ensure_writable_dir(model_dir, "model_dir")
+    if tf.io.gfile.exists(path):
+        existing = modeling.ModelConfig.init_from_json(path)
+        if existing != net_config:
+            changed = sorted(
+                k
+                for k in modeling.ModelConfig.keys
+                if getattr(existing, k) != getattr(net_config, k)
+            )
+            raise ValueError(
+                f"{path} differs from this run's model config in {changed}: use another --model_dir "
+                f"or --model_config={path}"
+            )
+        return
+    if strategy.extended.should_checkpoint:
+        net_config.to_json(path)
+
+
+def wait_for_training_run(model_dir, timeout_secs, poll_secs=5):
+    """Waits until `model_dir` holds a `net_config.json` or a checkpoint, at most `timeout_secs`.
+
+    For an evaluation job started together with its training job, which writes the config first.
+
+    Raises:
+      ValueError: nothing appeared in time.
+    """
+    waited = 0
+    while not (
+        tf.io.gfile.exists(os.path.join(model_dir, "net_config.json"))
+        or step_checkpoints(model_dir)
+    ):
+        if waited >= timeout_secs:
+            raise ValueError(
+                f"{model_dir} holds no net_config.json and no checkpoint after {waited} s: no "
+                "training run is writing there (give --model_config to evaluate other checkpoints)"
+            )
+        if waited == 0:
+            logging.info("Waiting for a training run to start writing %s.", model_dir)
+        time.sleep(poll_secs)
+        waited += poll_secs
+
+
 def finetune(strategy, loss_fn, dataset_fn, model, net_config, flag_values):
-    """A finetuning script's training: `net_config.json` into --model_dir, then `train` on `model`.
+    """A finetuning script's training: `write_run_config`, then `train` on `model`.
 
     Args:
       strategy, loss_fn, dataset_fn: as for `train`.
@@ -835,9 +958,7 @@ def finetune(strategy, loss_fn, dataset_fn, model, net_config, flag_values):
     Returns:
       what `train` returns.
     """
-    tf.io.gfile.makedirs(flag_values.model_dir)
-    if strategy.extended.should_checkpoint:
-        net_config.to_json(os.path.join(flag_values.model_dir, "net_config.json"))
+    write_run_config(strategy, net_config, flag_values.model_dir)
     if flag_values.verbose:
         build_variables(strategy, lambda f: loss_fn(f, True), dataset_fn)
         for name, var in sorted(model.named_variables().items()):
@@ -864,11 +985,24 @@ def step_checkpoints(model_dir):
     return sorted(found)
 
 
-def iterate_checkpoints(model_dir, start_step=-1, end_step=None, poll_secs=60, latest_only=False):
+def finished_step(model_dir):
+    """The final step of the finished training run in `model_dir`, or None."""
+    path = os.path.join(model_dir, DONE_MARKER, "step.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return int(json.load(f)["global_step"])
+
+
+def iterate_checkpoints(
+    model_dir, start_step=-1, end_step=None, poll_secs=60, latest_only=False, timeout_secs=0
+):
     """Yields (step, prefix) of each checkpoint with start_step < step <= end_step, in step order.
 
     New checkpoints are picked up as a concurrent training job writes them: when none is left, it waits
-    `poll_secs` and looks again, until `model_dir/done` (written when training finishes) exists.
+    `poll_secs` and looks again, until `model_dir/done` (written when training finishes) exists. It waits
+    only for a training run that plausibly writes there: `model_dir` must exist and hold a checkpoint or
+    the `net_config.json` a starting run writes first.
 
     Args:
       model_dir: directory of `model.ckpt-{step}` checkpoints.
@@ -876,7 +1010,12 @@ def iterate_checkpoints(model_dir, start_step=-1, end_step=None, poll_secs=60, l
       end_step: only checkpoints up to this step (None: no limit).
       poll_secs: seconds between looks for new checkpoints.
       latest_only: yield only the newest checkpoint present at each look.
+      timeout_secs: give up (ValueError) after waiting this long for a new checkpoint; 0: no limit.
+    Raises:
+      ValueError: nothing to wait for, or the timeout.
     """
+    if not tf.io.gfile.isdir(model_dir):
+        raise ValueError(f"{model_dir} does not exist: there is no checkpoint to evaluate")
     last = start_step
     waited = 0
     while end_step is None or last < end_step:
@@ -890,6 +1029,17 @@ def iterate_checkpoints(model_dir, start_step=-1, end_step=None, poll_secs=60, l
         if not pending:
             if tf.io.gfile.exists(os.path.join(model_dir, DONE_MARKER)):
                 return
+            if not step_checkpoints(model_dir) and not tf.io.gfile.exists(
+                os.path.join(model_dir, "net_config.json")
+            ):
+                raise ValueError(
+                    f"{model_dir} holds no checkpoint and no training run is writing there (it has "
+                    "no net_config.json)"
+                )
+            if timeout_secs and waited >= timeout_secs:
+                raise ValueError(
+                    f"no new checkpoint in {model_dir} for {waited} s (--eval_timeout={timeout_secs})"
+                )
             if waited == 0:
                 logging.info(
                     "Waiting for new checkpoints in %s (stops once %s/%s exists).",
@@ -904,6 +1054,72 @@ def iterate_checkpoints(model_dir, start_step=-1, end_step=None, poll_secs=60, l
         for step, path in pending:
             yield step, path
             last = max(last, step)
+
+
+def evaluate_checkpoints(
+    model_dir,
+    evaluate_fn,
+    metrics_path,
+    writer=None,
+    start_step=-1,
+    end_step=None,
+    latest_only=False,
+    timeout_secs=0,
+):
+    """Evaluates every checkpoint of `model_dir` (see `iterate_checkpoints`), each once.
+
+    A checkpoint whose metrics file exists was evaluated before: it is not evaluated again, and the
+    metrics of checkpoints the clean-up has deleted since still count, so a rerun, or an evaluation job
+    restarted after a kill, ends with the same results (delete the files to evaluate again).
+
+    Args:
+      model_dir: the checkpoints' directory.
+      evaluate_fn: callable(step, checkpoint path) -> dict name -> float (or None): restores, predicts,
+        writes any per-example files, returns the metrics.
+      metrics_path: where a checkpoint's metrics go, a format string with `{step}`; the file (with `step`
+        and `path` added) is written last, so it marks a complete evaluation.
+      writer: a `tf.summary` writer for the metrics, or None.
+      start_step, end_step, latest_only, timeout_secs: see `iterate_checkpoints`.
+    Returns:
+      [(step, checkpoint path, metrics)] of every evaluated step in (start_step, end_step], by step.
+    """
+    head, tail = os.path.split(metrics_path)
+    step_re = re.compile("^" + re.escape(tail).replace(re.escape("{step}"), r"(\d+)") + "$")
+    done = {}
+    for name in tf.io.gfile.listdir(head) if tf.io.gfile.isdir(head) else []:
+        match = step_re.match(name)
+        if match:
+            with tf.io.gfile.GFile(os.path.join(head, name)) as f:
+                record = json.load(f)
+            done[int(match.group(1))] = (record.pop("path"), record)
+    for step, path in iterate_checkpoints(
+        model_dir, start_step, end_step, latest_only=latest_only, timeout_secs=timeout_secs
+    ):
+        if step in done:
+            logging.info(
+                "Checkpoint %s was evaluated before: %s.", path, metrics_path.format(step=step)
+            )
+            continue
+        metrics = evaluate_fn(step, path)
+        record = {"step": step, "path": path, **metrics}
+        data_utils.atomic_write_json(metrics_path.format(step=step), record, indent=4)
+        if writer is not None:
+            with writer.as_default(step=step):
+                for name, value in metrics.items():
+                    if value is not None:
+                        tf.summary.scalar(name, value)
+            writer.flush()
+        logging.info(
+            "Eval step %d | %s",
+            step,
+            " | ".join(f"{k} {'n/a' if v is None else f'{v:.4g}'}" for k, v in metrics.items()),
+        )
+        done[step] = (path, {"step": step, **metrics})
+    in_range = [s for s in done if s > start_step and (end_step is None or s <= end_step)]
+    return [
+        (s, done[s][0], {k: v for k, v in done[s][1].items() if k != "step"})
+        for s in sorted(in_range)
+    ]
 
 
 def delete_checkpoints(paths, keep=()):

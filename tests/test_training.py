@@ -403,6 +403,24 @@ def test_a_full_disk_leaves_the_previous_checkpoint_latest(tmp_path, monkeypatch
     assert result["global_step"] == 6
 
 
+def test_resume_skips_a_damaged_latest_checkpoint(tmp_path):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    reference, _ = run_training(strategy, tmp_path / "full", init, train_steps=6, save_steps=2)
+    run_training(strategy, tmp_path / "cut", init, train_steps=4, save_steps=2)
+    data = tmp_path / "cut" / "model.ckpt-4.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:100])  # a copy cut short
+    resumed, result = run_training(strategy, tmp_path / "cut", init, train_steps=6, save_steps=2)
+    assert result["global_step"] == 6
+    assert_same_weights(weights(resumed), weights(reference), atol=0)
+
+    for step in (2, 4, 6):
+        data = tmp_path / "cut" / f"model.ckpt-{step}.data-00000-of-00001"
+        data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(ValueError, match="no checkpoint of .* can be read \\(3 damaged\\)"):
+        run_training(strategy, tmp_path / "cut", init, train_steps=8, save_steps=2)
+
+
 def test_xla_compiled_steps_match_plain_steps(tmp_path):
     init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
     strategy = training.get_strategy(flag_values())
