@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import sys
+import time
 import traceback
 import uuid
 
@@ -244,6 +245,55 @@ USER_ERRORS = (
 )
 
 
+class ProgressLog:
+    """Sparse progress lines for a long phase: `done/total` with the rate and the time left.
+
+    A line is logged at most every `every_secs` seconds, and once at the end (`finish`), so a phase of
+    67k rows shows a handful of lines, not one per row.
+    """
+
+    def __init__(self, what, total, unit, every_secs=15.0):
+        self.what, self.total, self.unit, self.every_secs = what, total, unit, every_secs
+        self.done = 0
+        self._start = self._last = time.monotonic()
+
+    def advance(self, count=1, detail=""):
+        """Counts `count` more units; `detail` (e.g. "1,234 features") is shown after the rate."""
+        self.done += count
+        now = time.monotonic()
+        if now - self._last >= self.every_secs and self.done < self.total:
+            self._last = now
+            self._log(now, detail)
+
+    def finish(self, detail=""):
+        self._log(time.monotonic(), detail)
+
+    def _log(self, now, detail):
+        secs = max(now - self._start, 1e-9)
+        rate = self.done / secs
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta = f", {_clock(left)} left" if self.done < self.total and left != float("inf") else ""
+        logging.info(
+            "%s: %s/%s %s (%.0f%%) in %s, %.0f %s/s%s%s",
+            self.what,
+            f"{self.done:,}",
+            f"{self.total:,}",
+            self.unit,
+            100.0 * self.done / max(self.total, 1),
+            _clock(secs),
+            rate,
+            self.unit,
+            eta,
+            f", {detail}" if detail else "",
+        )
+
+
+def _clock(secs):
+    minutes, secs = divmod(int(round(secs)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def run_main(run, verbose=False):
     """Calls `run()`; a user error ends the script with one line `<script>: error: <what>`, exit 1.
 
@@ -346,7 +396,8 @@ def count_tfrecords(path):
     """The number of records in the tfrecord file `path`, reading only their length headers.
 
     Raises:
-      ValueError: naming the file, when it ends inside a record (a truncated copy, a killed writer).
+      ValueError: naming the file, when it ends inside a record (a truncated copy, a killed writer, or
+        a damaged length header).
     """
     size = tf.io.gfile.stat(path).length
     count = offset = 0
@@ -356,10 +407,26 @@ def count_tfrecords(path):
             end = offset + 12 + (struct.unpack("<Q", header[:8])[0] if len(header) == 12 else 0) + 4
             if len(header) < 12 or end > size:
                 raise ValueError(
-                    f"{path} is truncated: record {count + 1} starts at byte {offset} and does not "
+                    f"{path} is truncated or corrupt: record {count + 1} starts at byte {offset} and does not "
                     f"end before the end of the file ({size} bytes)"
                 )
             offset = end
             f.seek(offset)
             count += 1
     return count
+
+
+@contextlib.contextmanager
+def naming_corrupt_records(paths):
+    """Turns TensorFlow's DataLossError from reading the tfrecord files `paths`, which names no file,
+    into a ValueError naming the first file whose records fail their checksums."""
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        reason = e.message.split("}}")[-1].split("[Op:")[0].strip()
+        for path in paths:
+            try:
+                tf.data.TFRecordDataset(path).reduce(0, lambda n, _: n + 1)
+            except tf.errors.DataLossError:
+                raise ValueError(f"{path} is corrupt: {reason}") from None
+        raise

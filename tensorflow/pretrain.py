@@ -15,6 +15,9 @@ Adam slots, global_step), TensorBoard events, and with --do_eval `eval_{split}.j
 `modify_ckpt.py` exports a core-only checkpoint for finetuning. See the README, section "Pretraining".
 """
 
+import startup  # noqa: F401 (first: TensorFlow's start-up lines stay off the console)
+
+# isort: split
 import json
 import os
 
@@ -423,6 +426,12 @@ def _input_fn(special_ids, net_config, split, batch_size_per_replica, is_trainin
     )
 
 
+def _record_files(split):
+    return input_func_builder.get_record_info(
+        FLAGS.record_dir, split, FLAGS.seq_len, FLAGS.uncased, FLAGS.num_passes
+    )[0]
+
+
 def _eval_checkpoints():
     """[(step, checkpoint prefix)] to evaluate: --eval_ckpt_path, or model_dir's from --start_eval_steps."""
     if FLAGS.eval_ckpt_path:
@@ -520,11 +529,13 @@ def _run():
         opt_config = optimization.OptimizerConfig.from_flags(FLAGS)
         run_config = training.RunConfig.from_flags(FLAGS)
         training.write_run_config(strategy, net_config, FLAGS.model_dir)
-        training.train(
-            strategy, pretrainer.loss_fn, dataset_fn, pretrainer.modules, opt_config, run_config
-        )
+        with data_utils.naming_corrupt_records(_record_files("train")):
+            training.train(
+                strategy, pretrainer.loss_fn, dataset_fn, pretrainer.modules, opt_config, run_config
+            )
     if FLAGS.do_eval:
-        run_eval(strategy, pretrainer, special_ids, net_config)
+        with data_utils.naming_corrupt_records(_record_files(FLAGS.eval_split)):
+            run_eval(strategy, pretrainer, special_ids, net_config)
 
 
 def run():

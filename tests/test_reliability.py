@@ -7,7 +7,9 @@ The scripts run in subprocesses, as a user runs them.
 import json
 import os
 import random
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -153,6 +155,11 @@ def damage_records(corpus_dir, tmp_path, how):
     if how == "truncated_record_file":
         record.write_bytes(record.read_bytes()[:-7])
         return records, f"{record} is truncated"
+    if how == "corrupt_record":
+        data = bytearray(record.read_bytes())
+        data[30] ^= 0x10  # inside the first record's payload, which starts at byte 12
+        record.write_bytes(bytes(data))
+        return records, f"{record} is corrupt: corrupted record at 12"
     if how == "meta_lists_a_missing_file":
         record.unlink()
         return records, f"{meta_path} lists {record}, which does not exist"
@@ -163,13 +170,65 @@ def damage_records(corpus_dir, tmp_path, how):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "how", ["truncated_record_file", "meta_lists_a_missing_file", "meta_count_disagrees"]
+    "how",
+    [
+        "truncated_record_file",
+        "corrupt_record",
+        "meta_lists_a_missing_file",
+        "meta_count_disagrees",
+    ],
 )
 def test_pretrain_bad_records_are_one_line(corpus, tmp_path, how):  # noqa: F811
     records, expected = damage_records(corpus[2], tmp_path, how)
-    args = pretrain_args(corpus, tmp_path / "model", "--train_steps=2")
+    args = pretrain_args(corpus, tmp_path / "model", "--train_steps=2", "--warmup_steps=0")
     args = [a for a in args if not a.startswith("--record_dir=")] + [f"--record_dir={records}"]
     assert_one_line_error(run("pretrain.py", *args), "pretrain.py", expected)
+
+
+@pytest.fixture
+def tpu_address(request):
+    """A grpc:// address where no TPU answers: a closed port, or one that accepts and stays silent."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        if request.param == "silent_port":
+            listener.listen()
+            yield f"grpc://127.0.0.1:{port}", "no answer within --tpu_connect_timeout=3s"
+            return
+    yield f"grpc://127.0.0.1:{port}", "Connection refused"
+
+
+def run_classifier_on_tpu(tmp_path, tpu, timeout_secs):
+    return run(
+        "classifier.py",
+        "--task_name=mrpc",
+        f"--data_dir={tmp_path}",
+        f"--output_dir={tmp_path / 'out'}",
+        f"--model_dir={tmp_path / 'exp'}",
+        f"--tokenizer_path={tmp_path / 'vocab.txt'}",
+        "--do_train=True",
+        "--use_tpu=True",
+        f"--tpu={tpu}",
+        f"--tpu_connect_timeout={timeout_secs}",
+    )
+
+
+@pytest.mark.parametrize("tpu_address", ["closed_port", "silent_port"], indirect=True)
+def test_an_unreachable_tpu_address_is_one_line_within_the_timeout(tmp_path, tpu_address):
+    address, reason = tpu_address
+    proc = run_classifier_on_tpu(tmp_path, address, 3)
+    assert_one_line_error(proc, "classifier.py", f"cannot reach the TPU --tpu='{address}': dialled")
+    assert reason in proc.stderr
+
+
+def test_an_unknown_tpu_name_is_one_line_naming_the_lookup(tmp_path):
+    proc = run_classifier_on_tpu(tmp_path, "nonexistent-tpu", 20)
+    assert_one_line_error(
+        proc,
+        "classifier.py",
+        "cannot reach the TPU --tpu='nonexistent-tpu': looked up TPU 'nonexistent-tpu' through the "
+        "Cloud TPU API",
+    )
 
 
 @pytest.mark.slow
@@ -310,3 +369,36 @@ def test_pretrain_killed_and_rerun_ends_bit_identical(corpus, tmp_path, loss_typ
     run_killed(command("reference"), [])
     run_killed(command("killed"), KILLS)
     assert_bit_identical(tmp_path / "killed", tmp_path / "reference", 120)
+
+
+# ---------------------------------------------------------------------------------------- quiet start
+# absl's C++ format, e.g. "I0000 00:00:1796189183.847255    8912 port.cc:153] ...".
+TENSORFLOW_CPP_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+ +\d+ \S+\.cc:\d+\]|absl::InitializeLog")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_scripts_start_without_tensorflows_cpp_lines_unless_verbose(tmp_path, verbose):
+    """TensorFlow's start-up lines ignore TF_CPP_MIN_LOG_LEVEL; `startup` keeps them off the console."""
+    env = {k: v for k, v in SCRIPT_ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    command = script_command(
+        "classifier.py",
+        "--task_name=mrpc",
+        f"--data_dir={tmp_path / 'missing'}",
+        f"--output_dir={tmp_path / 'out'}",
+        f"--model_dir={tmp_path / 'exp'}",
+        f"--tokenizer_path={tmp_path / 'vocab.txt'}",
+        "--num_core_per_host=1",
+        "--do_train=True",
+        *(["--verbose"] if verbose else []),
+    )
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"classifier.py: error: --data_dir={tmp_path / 'missing'} does not exist"
+    )
+    cpp_lines = [line for line in proc.stderr.splitlines() if TENSORFLOW_CPP_LINE.search(line)]
+    if verbose:
+        assert cpp_lines, proc.stderr
+    else:
+        assert not cpp_lines, proc.stderr
+        # TensorFlow's own Python log lines come once, in absl's format.
+        assert "INFO:tensorflow:" not in proc.stderr
