@@ -26,6 +26,9 @@ import os
 # system time on the development machine); the BFC allocator keeps them. Set it to false to compare.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
+import startup  # noqa: E402, F401 (before TensorFlow: its start-up lines stay off the console)
+
+# isort: split
 import concurrent.futures  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402

@@ -537,6 +537,7 @@ def write_tfrecord(
       list of example lengths (text tokens before truncation), one per example.
     """
     lengths = []
+    progress = data_utils.ProgressLog(f"Writing {path}", len(examples) * num_passes, "examples")
     with data_utils.atomic_output_path(path) as tmp_path, tf.io.TFRecordWriter(tmp_path) as writer:
         for index, example in enumerate(examples * num_passes):
             feature, example_len = convert_single_example(
@@ -565,6 +566,8 @@ def write_tfrecord(
                 is_real_example=data_utils.int64_feature([int(feature.is_real_example)]),
             )
             writer.write(data_utils.serialize_example(features))
+            progress.advance()
+    progress.finish()
     hist, bins = np.histogram(lengths, bins=[0, 128, 256, 512, 1024, 102400])
     for count, low, high in zip(hist, bins[:-1], bins[1:], strict=True):
         logging.info("  length [%d, %d): %.4f", low, high, count / max(len(lengths), 1))

@@ -21,6 +21,9 @@ Each tf.train.Example holds int64 features:
   label    [1]         1 = B continues A, 0 = B is a random span (stored, unused by training)
 """
 
+import startup  # noqa: F401 (first: TensorFlow's start-up lines stay off the console)
+
+# isort: split
 import os
 import re
 import time

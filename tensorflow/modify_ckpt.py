@@ -7,6 +7,9 @@ drops the optimizer slots (`*/adam_m`, `*/adam_v`), the ELECTRA generator (`gene
 `modify_ckpt.py --finetune_only` did. The released "-ELEC-TF" checkpoints are of this kind.
 """
 
+import startup  # noqa: F401 (first: TensorFlow's start-up lines stay off the console)
+
+# isort: split
 from absl import app, flags, logging
 
 import data_utils

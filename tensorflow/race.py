@@ -17,6 +17,9 @@ After evaluation, the evaluated checkpoints are deleted unless --retain_all (--r
 one), as in the original.
 """
 
+import startup  # noqa: F401 (first: TensorFlow's start-up lines stay off the console)
+
+# isort: split
 import json
 import os
 

@@ -257,6 +257,7 @@ def write_tfrecord(examples, tokenize_fn, special_ids, max_seq_length, max_qa_le
     # Every question of an article shares its pieces; keyed by the text, which the examples hold anyway.
     article_ids = {}
     n_cut = 0
+    progress = data_utils.ProgressLog(f"Writing {path}", len(examples), "questions")
     with data_utils.atomic_output_path(path) as tmp_path, tf.io.TFRecordWriter(tmp_path) as writer:
         for index, example in enumerate(examples):
             if example.article not in article_ids:
@@ -288,6 +289,8 @@ def write_tfrecord(examples, tokenize_fn, special_ids, max_seq_length, max_qa_le
                 question_index=data_utils.int64_feature([example.question_index]),
             )
             writer.write(data_utils.serialize_example(features))
+            progress.advance()
+    progress.finish()
     logging.info(
         "%d of %d questions have a passage longer than the room left by max_seq_length=%d.",
         n_cut,

@@ -21,6 +21,9 @@ After prediction the evaluated checkpoints are deleted unless --retain_all (--re
 as in the original.
 """
 
+import startup  # noqa: F401 (first: TensorFlow's start-up lines stay off the console)
+
+# isort: split
 import json
 import os
 

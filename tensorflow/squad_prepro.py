@@ -72,7 +72,6 @@ import json
 import multiprocessing
 import os
 import re
-import time
 
 import tensorflow as tf
 from absl import logging
@@ -86,9 +85,6 @@ UNIQUE_ID_START = 1000000000
 PAD_UNIQUE_ID = 0
 
 SQUAD_VERSIONS = ("v1", "v2")
-
-# Log a progress line every this many questions.
-_LOG_EVERY = 5000
 
 # Characters at which the paragraph is split into words: the characters that both tokenizers
 # treat as word separators (BERT: " \t\n\r" and Unicode Zs; Zl/Zp survive its cleanup and
@@ -771,6 +767,10 @@ def _feature_entries(feature, is_training):
     return tf.train.Features(feature=values).SerializeToString(deterministic=True)
 
 
+def _progress_detail(unique_id, unaligned_ids):
+    return f"{unique_id - UNIQUE_ID_START:,} features, {len(unaligned_ids)} unaligned"
+
+
 def _record_bytes(entries, unique_id):
     """The serialized `tf.train.Example` of `entries` (see `_feature_entries`) plus `unique_ids`."""
     uid = tf.train.Features(feature={"unique_ids": data_utils.int64_feature([unique_id])})
@@ -1011,9 +1011,7 @@ def create_squad_tfrecord(
     tf.io.gfile.makedirs(output_dir)
     unaligned_ids = []
     unique_id = UNIQUE_ID_START
-    done = 0
-    next_log = _LOG_EVERY
-    start_time = time.perf_counter()
+    progress = data_utils.ProgressLog(f"Writing {paths['record']}", len(shard), "questions")
     with contextlib.ExitStack() as stack:
         # Exited in reverse: each file is closed, then renamed into place.
         record_tmp = stack.enter_context(data_utils.atomic_output_path(paths["record"]))
@@ -1033,17 +1031,8 @@ def create_squad_tfrecord(
             if side_file is not None:
                 side_file.write("".join(lines))
             unaligned_ids.extend(chunk_unaligned)
-            done += count
-            if done >= next_log or done == len(shard):
-                next_log = done + _LOG_EVERY
-                logging.info(
-                    "Processed %d/%d questions: %d features, %d unaligned (%.0f questions/s).",
-                    done,
-                    len(shard),
-                    unique_id - UNIQUE_ID_START,
-                    len(unaligned_ids),
-                    done / max(time.perf_counter() - start_time, 1e-9),
-                )
+            progress.advance(count, _progress_detail(unique_id, unaligned_ids))
+        progress.finish(_progress_detail(unique_id, unaligned_ids))
 
     meta = {
         "num_examples": len(shard),

@@ -44,6 +44,8 @@ import functools
 import json
 import os
 import re
+import socket
+import threading
 import time
 
 import numpy as np
@@ -78,6 +80,7 @@ def define_engine_flags(**defaults):
         gcp_project=None,
         master=None,
         tpu_job_name=None,
+        tpu_connect_timeout=300,
         num_hosts=1,
         num_core_per_host=8,
         use_bfloat16=False,
@@ -106,6 +109,11 @@ def define_engine_flags(**defaults):
         "master", values["master"], "TPU grpc:// address, used when --tpu is unset."
     )
     flags.DEFINE_string("tpu_job_name", values["tpu_job_name"], "TPU worker job name.")
+    flags.DEFINE_integer(
+        "tpu_connect_timeout",
+        values["tpu_connect_timeout"],
+        "Seconds to wait for the TPU to answer before giving up (with --use_tpu).",
+    )
     flags.DEFINE_integer(
         "num_hosts",
         values["num_hosts"],
@@ -406,6 +414,70 @@ def _check_tf_config(num_hosts):
         raise ValueError(f"--num_hosts={num_hosts} but TF_CONFIG lists {workers} workers")
 
 
+def _connect_tpu(flag_values):
+    """The TPUClusterResolver of --tpu (or --master), connected and initialised.
+
+    A TPU name is looked up through the Cloud TPU API (in --tpu_zone, --gcp_project) or, without
+    them, the GCE metadata server; a grpc:// address is dialled directly. TensorFlow waits forever for
+    an address where no TPU answers, so the connection runs in a thread given --tpu_connect_timeout.
+
+    Raises:
+      ValueError: naming the flag, what was tried and why it failed.
+    """
+    flag = "--tpu" if flag_values.tpu else "--master"
+    tpu = flag_values.tpu or flag_values.master
+    if not tpu:
+        raise ValueError("--use_tpu needs --tpu (a TPU name or grpc://host:port) or --master")
+    if tpu.startswith("grpc://"):
+        tried = f"dialled {tpu}"
+        host, _, port = tpu[len("grpc://") :].rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot reach the TPU {flag}={tpu!r}: {tried}: {e}") from None
+    else:
+        where = ", ".join(
+            f"{name}={value!r}"
+            for name, value in (
+                ("--tpu_zone", flag_values.tpu_zone),
+                ("--gcp_project", flag_values.gcp_project),
+            )
+            if value
+        )
+        tried = f"looked up TPU {tpu!r} through the Cloud TPU API" + (
+            f" ({where})" if where else " (zone and project from the GCE metadata server)"
+        )
+    kwargs = {"job_name": flag_values.tpu_job_name} if flag_values.tpu_job_name else {}
+    outcome = {}
+
+    def connect():
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu=tpu, zone=flag_values.tpu_zone, project=flag_values.gcp_project, **kwargs
+            )
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            outcome["resolver"] = resolver
+        except Exception as e:  # noqa: BLE001 (reported on the calling thread)
+            outcome["error"] = e
+
+    # A daemon thread: one stuck in TensorFlow's connection must not keep the process alive.
+    thread = threading.Thread(target=connect, name="tpu-connect", daemon=True)
+    thread.start()
+    thread.join(flag_values.tpu_connect_timeout)
+    if thread.is_alive():
+        raise ValueError(
+            f"cannot reach the TPU {flag}={tpu!r}: {tried}; no answer within "
+            f"--tpu_connect_timeout={flag_values.tpu_connect_timeout}s"
+        )
+    if "error" in outcome:
+        reason = " ".join(str(outcome["error"]).split())
+        if isinstance(outcome["error"], OSError) and not tpu.startswith("grpc://"):
+            reason += " (a TPU name resolves only on Google Cloud; elsewhere give grpc://host:port)"
+        raise ValueError(f"cannot reach the TPU {flag}={tpu!r}: {tried}: {reason}")
+    return outcome["resolver"]
+
+
 def get_strategy(flag_values):
     """The `tf.distribute` strategy the flags ask for. Call it before any other TensorFlow work.
 
@@ -427,17 +499,7 @@ def get_strategy(flag_values):
         except RuntimeError:
             logging.warning("TensorFlow is already running: --deterministic cannot take effect.")
     if flag_values.use_tpu:
-        tpu = flag_values.tpu or flag_values.master
-        kwargs = {"job_name": flag_values.tpu_job_name} if flag_values.tpu_job_name else {}
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-                tpu=tpu, zone=flag_values.tpu_zone, project=flag_values.gcp_project, **kwargs
-            )
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, RuntimeError, tf.errors.OpError) as e:
-            raise ValueError(f"cannot reach the TPU --tpu={tpu!r}: {e}".replace("\n", " ")) from e
-        strategy = tf.distribute.TPUStrategy(resolver)
+        strategy = tf.distribute.TPUStrategy(_connect_tpu(flag_values))
     elif flag_values.num_hosts > 1:
         _check_tf_config(flag_values.num_hosts)
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -1100,7 +1162,9 @@ def evaluate_checkpoints(
                 "Checkpoint %s was evaluated before: %s.", path, metrics_path.format(step=step)
             )
             continue
+        started = time.monotonic()
         metrics = evaluate_fn(step, path)
+        eval_secs = time.monotonic() - started
         record = {"step": step, "path": path, **metrics}
         data_utils.atomic_write_json(metrics_path.format(step=step), record, indent=4)
         if writer is not None:
@@ -1109,12 +1173,24 @@ def evaluate_checkpoints(
                     if value is not None:
                         tf.summary.scalar(name, value)
             writer.flush()
+        done[step] = (path, {"step": step, **metrics})
+        waiting = (
+            []
+            if latest_only
+            else [
+                s
+                for s, _ in step_checkpoints(model_dir)
+                if s > step and (end_step is None or s <= end_step) and s not in done
+            ]
+        )
         logging.info(
-            "Eval step %d | %s",
+            "Eval step %d in %.0fs (%d more checkpoint(s) waiting, about %.0fs) | %s",
             step,
+            eval_secs,
+            len(waiting),
+            len(waiting) * eval_secs,
             " | ".join(f"{k} {'n/a' if v is None else f'{v:.4g}'}" for k, v in metrics.items()),
         )
-        done[step] = (path, {"step": step, **metrics})
     in_range = [s for s in done if s > start_step and (end_step is None or s <= end_step)]
     return [
         (s, done[s][0], {k: v for k, v in done[s][1].items() if k != "step"})

@@ -4,6 +4,7 @@ import dataclasses
 import fnmatch
 import io
 import json
+import logging
 
 import pytest
 import sentencepiece as spm
@@ -176,3 +177,18 @@ def test_serialized_examples_do_not_depend_on_the_feature_order():
     parsed = tf.train.Example.FromString(serialized).features.feature
     assert list(parsed["input_ids"].int64_list.value) == [3, 1]
     assert parsed["id"].bytes_list.value[0].decode("utf-8") == "q\u00e9"
+
+
+def test_progress_log_gives_counts_rate_and_time_left_then_a_final_line(caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
+    clock = iter(float(t) for t in range(100))
+    monkeypatch.setattr(data_utils.time, "monotonic", lambda: next(clock))
+    progress = data_utils.ProgressLog("Writing x.tfrecord", 67_349, "examples", every_secs=1.5)
+    for _ in range(3):  # clock 1, 2, 3: lines at 2 (2 s after the start) and not at 3 (1 s later)
+        progress.advance(10_000, detail="7 long")
+    progress.finish()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Writing")]
+    assert lines == [
+        "Writing x.tfrecord: 20,000/67,349 examples (30%) in 0:02, 10000 examples/s, 0:05 left, 7 long",
+        "Writing x.tfrecord: 30,000/67,349 examples (45%) in 0:04, 7500 examples/s, 0:05 left",
+    ]
