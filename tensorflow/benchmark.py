@@ -150,10 +150,16 @@ flags.DEFINE_integer(
     "emulates the original's 16 GB V100.",
 )
 flags.DEFINE_integer("max_batch", 4096, "Upper end of the memory search.")
-flags.DEFINE_bool(
+flags.DEFINE_list(
     "recompute",
+    ["false"],
+    "Recompute every layer in the backward pass (the engine's --recompute): false, true, or both "
+    "(table rows of each); the memory search uses the first value.",
+)
+flags.DEFINE_bool(
+    "compare_recompute",
     False,
-    "Memory search only: recompute every layer's activations in the backward pass (tf.recompute_grad).",
+    "Side by side: training the first model with and without --recompute (the time it costs).",
 )
 
 # The released shapes (SPEC §9): d_head 64, d_inner 4 d_model, two decoder layers, vocabulary 30522.
@@ -222,6 +228,7 @@ class Case:
     batch_size: int = 8
     rel_attn_type: str = "rel_shift"
     config: str = "released"
+    recompute: bool = False
 
     def net_config(self):
         return model_config(self.model, self.config, self.rel_attn_type)
@@ -254,7 +261,7 @@ class Case:
         jit = "xla" if self.jit else "-"
         return (
             f"{self.model} {self.task} T={self.seq_len} {self.mode} {self.precision} {jit} "
-            f"{self.rel_attn_type}"
+            f"{self.rel_attn_type}" + (" recompute" if self.recompute else "")
         )
 
 
@@ -322,7 +329,7 @@ def _loss(model, case, inputs, is_training):
     return tf.reduce_mean(tf.square(tf.cast(output, tf.float32)))
 
 
-def build_step(case, recompute=False):
+def build_step(case):
     """Creates the model (and optimizer) of `case` and returns a zero-argument step function.
 
     The step runs one training step (forward, backward, clipping, AdamWeightDecay), a forward and backward
@@ -333,9 +340,9 @@ def build_step(case, recompute=False):
     if case.mode not in MODES:
         raise ValueError(f"--modes: unknown mode {case.mode!r}; known: {MODES}")
     net_config = case.net_config()
-    model = modeling.FunnelTFM(net_config, rel_attn_impl=case.rel_attn_impl())
-    if recompute:
-        _recompute_layers(model)
+    model = modeling.FunnelTFM(
+        net_config, rel_attn_impl=case.rel_attn_impl(), recompute=case.recompute
+    )
     inputs = _inputs(case, net_config)
     _loss(model, case, inputs, False)  # creates the variables eagerly
     # The model's Python control flow depends only on static shapes and settings: no autograph needed.
@@ -364,23 +371,6 @@ def build_step(case, recompute=False):
 
     counter = iter(range(1 << 30))
     return lambda: float(train_step(tf.constant(next(counter), tf.int64))[0])
-
-
-def _recompute_layers(model):
-    """Wraps the model's layer computation in `tf.recompute_grad` (activations recomputed backward).
-
-    For the memory search only: dropout draws new masks in the recomputation, so the gradients are not those
-    of the forward pass.
-    """
-    layer = model._layer  # noqa: SLF001 - the benchmark's own experiment, not an API
-
-    def recomputed(prefix, q, kv, struct, attn_mask, is_training):
-        inner = tf.recompute_grad(
-            lambda q, kv: layer(prefix, q, kv, struct, attn_mask, is_training)
-        )
-        return inner(q, kv)
-
-    model._layer = recomputed  # noqa: SLF001
 
 
 class _MatmulReference:
@@ -585,6 +575,7 @@ def plan(
     jits,
     batch_size,
     rel_attn_type="rel_shift",
+    recomputes=(False,),
     config="released",
     compare_precision=True,
     compare_jit=True,
@@ -593,6 +584,7 @@ def plan(
     compare_seq_len=128,
     rel_attn_seq_len=512,
     compare_models=("B6-6-6H768", "L12H768"),
+    compare_recompute=False,
 ):
     """The groups to run: one per table case, then the side-by-side comparisons.
 
@@ -603,13 +595,14 @@ def plan(
     common = dict(batch_size=batch_size, rel_attn_type=rel_attn_type, config=config)
     compared = dict(common, jit=jits[0])
     table = [
-        [Case(m, t, task, mode, p, j, **common)]
+        [Case(m, t, task, mode, p, j, **common, recompute=r)]
         for m in models
         for t in seq_lens
         for task in tasks
         for mode in modes
         for p in precisions
         for j in jits
+        for r in recomputes
     ]
     first = models[0]
     comparisons = {}
@@ -624,6 +617,10 @@ def plan(
     if compare_standard:
         comparisons["funnel_vs_standard"] = [
             Case(m, compare_seq_len, **compared) for m in compare_models
+        ]
+    if compare_recompute:
+        comparisons["recompute_cost"] = [
+            Case(first, compare_seq_len, recompute=r, **compared) for r in (False, True)
         ]
     if rel_attn_cost:
         comparisons["rel_attn_cost"] = [
@@ -664,6 +661,12 @@ def summarize_comparisons(comparisons, results):
                 "funnel_step_s": cases[0]["step_s"],
                 "standard_step_s": cases[1]["step_s"],
                 "flop_ratio": cases[0]["gflop_per_example"] / cases[1]["gflop_per_example"],
+            }
+        elif name == "recompute_cost":
+            summary[name] = {
+                "time_ratio": paired_ratio(cases[1], cases[0]),
+                "step_s": cases[0]["step_s"],
+                "recompute_step_s": cases[1]["step_s"],
             }
         elif name == "rel_attn_cost":
             null = cases[0]
@@ -745,6 +748,8 @@ def format_comparisons(summary):
                 f"{funnel} / {standard} training time: {s['time_ratio']:.2f} "
                 f"(FLOP ratio {s['flop_ratio']:.2f})"
             )
+        elif name == "recompute_cost":
+            lines.append(f"--recompute / plain training time: {s['time_ratio']:.2f}")
         elif name == "rel_attn_cost":
             shares = ", ".join(
                 f"{k[: -len('_share')]} {100 * v:.0f}%"
@@ -780,7 +785,7 @@ def largest_fitting(fits, max_value):
     return low
 
 
-def memory_search(model, seq_lens, precision, memory_limit_mb, max_batch, recompute=False):
+def memory_search(model, seq_lens, precision, memory_limit_mb, max_batch, recompute):
     """Largest training batch per sequence length within `memory_limit_mb` of the first GPU.
 
     Must run before TensorFlow touches the GPU. Untested here (no GPU on the development machine).
@@ -798,9 +803,11 @@ def memory_search(model, seq_lens, precision, memory_limit_mb, max_batch, recomp
     for seq_len in seq_lens:
 
         def fits(batch_size, seq_len=seq_len):
-            case = Case(model, seq_len, precision=precision, batch_size=batch_size)
+            case = Case(
+                model, seq_len, precision=precision, batch_size=batch_size, recompute=recompute
+            )
             try:
-                step = build_step(case, recompute=recompute)
+                step = build_step(case)
                 step()
                 step()  # a second step: fragmentation after the first can still run out
                 ok = True
@@ -827,7 +834,7 @@ def run():
             FLAGS.search_precision,
             FLAGS.memory_limit_mb,
             FLAGS.max_batch,
-            FLAGS.recompute,
+            _flag_bools(FLAGS.recompute, "recompute")[0],
         )
         for seq_len, batch in results.items():
             print(
@@ -839,7 +846,7 @@ def run():
                 "model": FLAGS.search_model,
                 "precision": FLAGS.search_precision,
                 "memory_limit_mb": FLAGS.memory_limit_mb,
-                "recompute": FLAGS.recompute,
+                "recompute": _flag_bools(FLAGS.recompute, "recompute")[0],
                 "largest_batch": {str(k): v for k, v in results.items()},
             },
         }
@@ -858,6 +865,7 @@ def run():
         _flag_bools(FLAGS.jit, "jit"),
         FLAGS.batch_size,
         FLAGS.rel_attn_type,
+        _flag_bools(FLAGS.recompute, "recompute"),
         FLAGS.config,
         FLAGS.compare_precision,
         FLAGS.compare_jit,
@@ -866,6 +874,7 @@ def run():
         FLAGS.compare_seq_len,
         FLAGS.rel_attn_seq_len,
         FLAGS.compare_models,
+        FLAGS.compare_recompute,
     )
     matmul_sizes = (
         [int(n) for n in FLAGS.matmul_sizes] if FLAGS.config == "released" else [128, 256]

@@ -322,7 +322,11 @@ def run():
     )
     modeling.check_seq_len(net_config, FLAGS.max_seq_length, FLAGS.truncate_seq)
     precision = training.resolve_precision(FLAGS.use_bfloat16, FLAGS.precision)
-    task = Task(modeling.FunnelTFM(net_config, seed=FLAGS.seed), processor, precision)
+    task = Task(
+        modeling.FunnelTFM(net_config, seed=FLAGS.seed, recompute=FLAGS.recompute),
+        processor,
+        precision,
+    )
     logging.info("Task %s, labels %s.", processor.name, processor.labels)
 
     if FLAGS.do_train:

@@ -378,16 +378,19 @@ class FunnelTFM(tf.Module):
     generator, which consumes the main model's input embedding. `rel_attn_impl` forces the algorithm of the
     relative attention ("rel_shift" or "factorized"); by default `rel_attn_algorithm` chooses it. `seed`
     (an int) makes the random initial values a function of the seed and the variable's name, so two
-    models built alike start alike (the engine passes `--seed`).
+    models built alike start alike (the engine passes `--seed`). `recompute` (the engine's
+    `--recompute`) keeps only each layer's inputs for the backward pass and recomputes the rest
+    (`tf.recompute_grad`), with the same dropout masks: less memory for about one more forward pass.
     """
 
-    def __init__(self, net_config, scope="model", rel_attn_impl=None, seed=0):
+    def __init__(self, net_config, scope="model", rel_attn_impl=None, seed=0, recompute=False):
         super().__init__(name=scope)
         rel_attn_algorithm(net_config, rel_attn_impl)  # validates
         self.net_config = net_config
         self.scope = scope
         self.rel_attn_impl = rel_attn_impl
         self.seed = seed
+        self.recompute = recompute
         self._vars = {}
         self._restore_from = None
 
@@ -739,9 +742,26 @@ class FunnelTFM(tf.Module):
         return self._layer_norm(f"{scope}/layer_norm", x + h)
 
     def _layer(self, prefix, q, kv, struct, attn_mask, is_training):
-        return self._ffn(
-            prefix, self._rel_attn(prefix, q, kv, struct, attn_mask, is_training), is_training
-        )
+        def layer(q, kv, seed=None):
+            if seed is None:
+                return self._ffn(
+                    prefix,
+                    self._rel_attn(prefix, q, kv, struct, attn_mask, is_training),
+                    is_training,
+                )
+            with ops.random_seed(seed):
+                return layer(q, kv)
+
+        if not is_training:
+            return layer(q, kv)
+        # Each layer draws its dropout masks from a seed of its own, drawn once outside it, so that the
+        # recomputation in the backward pass draws the forward pass's masks, and a run with --recompute
+        # draws the masks of one without.
+        seed = ops.draw_seed()
+        # The first call creates the layer's variables, which tf.recompute_grad cannot hold.
+        if self.recompute and f"{self.scope}/{prefix}/ff/layer_norm/gamma" in self._vars:
+            return tf.recompute_grad(layer)(q, kv, seed)
+        return layer(q, kv, seed)
 
     # ---------------------------------------------------------------------------------- encoder/decoder
     def encode(

@@ -104,6 +104,16 @@ def random_seed(seed):
         _seed_streams.pop()
 
 
+def draw_seed():
+    """A stateless seed, int64 [2]: the next of the stream under `random_seed`, else a random one.
+
+    For a computation that must draw the same numbers twice, as a recomputed layer does.
+    """
+    if _seed_streams:
+        return _seed_streams[-1].next_seed()
+    return tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64)
+
+
 def uniform(shape, dtype=tf.float32):
     """Uniform [0, 1) numbers: stateless under `random_seed`, else TensorFlow's global generator."""
     if _seed_streams:
@@ -288,8 +298,10 @@ def factorized_pos_score(q_r, enc_q_1, enc_q_2, enc_k_1):
 _BATCH_MATMULS = ("BatchMatMul", "BatchMatMulV2", "BatchMatMulV3")
 
 
-def _graph_operations(graph, seen):
-    """The operations of `graph` and, recursively, of every function they call (loops, conditionals)."""
+def graph_operations(graph, seen=None):
+    """The operations of `graph` and, recursively, of every function they call (loops, conditionals,
+    custom gradients), each function once."""
+    seen = set() if seen is None else seen
     for op in graph.get_operations():
         yield op
         for attr in op.node_def.attr.values():
@@ -301,7 +313,7 @@ def _graph_operations(graph, seen):
                 seen.add(name)
                 body = getattr(graph._get_function(name), "graph", None)
                 if body is not None:
-                    yield from _graph_operations(body, seen)
+                    yield from graph_operations(body, seen)
 
 
 def _ellipsis_shape(term, shape):
@@ -329,7 +341,7 @@ def broadcast_matmuls(graph):
       graph and in every function it calls; empty when there is none.
     """
     found = []
-    for op in _graph_operations(graph, set()):
+    for op in graph_operations(graph):
         shapes = [x.shape for x in op.inputs[:2]]
         if op.type in _BATCH_MATMULS:
             batch = [None if s.rank is None else s.as_list()[:-2] for s in shapes]

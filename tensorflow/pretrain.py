@@ -237,16 +237,20 @@ class Pretrainer:
         precision="float32",
         truncate_seq=True,
         seed=0,
+        recompute=False,
     ):
         self.loss_type = parse_loss_type(loss_type)
         self.disc_coeff = disc_coeff
         self.precision = precision
         self.truncate_seq = truncate_seq
-        self.model = modeling.FunnelTFM(net_config, "model", seed=seed)
+        self.model = modeling.FunnelTFM(net_config, "model", seed=seed, recompute=recompute)
         self.generator = None
         if self.loss_type == "electra":
             self.generator = modeling.FunnelTFM(
-                generator_config(net_config, width_shrink), "generator", seed=seed
+                generator_config(net_config, width_shrink),
+                "generator",
+                seed=seed,
+                recompute=recompute,
             )
         self.modules = [m for m in (self.model, self.generator) if m is not None]
 
@@ -522,6 +526,7 @@ def _run():
         precision,
         FLAGS.truncate_seq,
         FLAGS.seed,
+        FLAGS.recompute,
     )
     if FLAGS.do_train:
         per_replica = _per_replica(FLAGS.train_batch_size, strategy, "train_batch_size")

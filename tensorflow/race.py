@@ -230,7 +230,11 @@ def run():
     )
     modeling.check_seq_len(net_config, FLAGS.max_seq_length, FLAGS.truncate_seq)
     precision = training.resolve_precision(FLAGS.use_bfloat16, FLAGS.precision)
-    task = Task(modeling.FunnelTFM(net_config, seed=FLAGS.seed), precision, FLAGS.use_tpu)
+    task = Task(
+        modeling.FunnelTFM(net_config, seed=FLAGS.seed, recompute=FLAGS.recompute),
+        precision,
+        FLAGS.use_tpu,
+    )
 
     splits = (["train"] if FLAGS.do_train else []) + ([FLAGS.eval_split] if FLAGS.do_eval else [])
     records = {

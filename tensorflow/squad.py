@@ -395,7 +395,9 @@ def run():
     )
     modeling.check_seq_len(net_config, FLAGS.max_seq_length, FLAGS.truncate_seq, use_decoder=True)
     precision = training.resolve_precision(FLAGS.use_bfloat16, FLAGS.precision)
-    task = Task(modeling.FunnelTFM(net_config, seed=FLAGS.seed), precision)
+    task = Task(
+        modeling.FunnelTFM(net_config, seed=FLAGS.seed, recompute=FLAGS.recompute), precision
+    )
 
     if FLAGS.do_train:
         train(strategy, task, tokenizer, special_ids, net_config)
