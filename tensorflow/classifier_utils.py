@@ -165,6 +165,11 @@ class DataProcessor:
     def is_regression(self):
         return self.labels is None
 
+    @property
+    def is_pair(self):
+        """Whether the task's examples have a second text (text_b)."""
+        return False
+
     def get_examples(self, data_dir, split):
         """The examples of `split` ("train", "dev" or "test") under `data_dir`."""
         if split not in self.splits:
@@ -220,6 +225,10 @@ class GlueProcessor(DataProcessor):
     test_text_a_column = None
     test_text_b_column = None
     test_contains_header = True
+
+    @property
+    def is_pair(self):
+        return self.text_b_column is not None or self.test_text_b_column is not None
 
     def _file_name(self, data_dir, split):
         return {"train": self.train_file, "dev": self.dev_file, "test": self.test_file}[split]
@@ -367,6 +376,10 @@ class Yelp5Processor(DataProcessor):
     labels = ("1", "2", "3", "4", "5")
     splits = ("train", "dev")
     text_columns = (1,)
+
+    @property
+    def is_pair(self):
+        return len(self.text_columns) > 1
 
     def _read_split(self, data_dir, split):
         file_split = "train" if split == "train" else "test"

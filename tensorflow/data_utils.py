@@ -131,26 +131,34 @@ def meta_pass_id(meta_path):
     return int(fields[2][5:])
 
 
+def _remove_file_or_tree(path):
+    if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+    else:
+        tf.io.gfile.remove(path)
+
+
 @contextlib.contextmanager
 def atomic_output_path(path):
     """Yields a temporary path beside `path`; renames it to `path` when the block succeeds.
 
     A reader never sees a half-written `path`: on error the temporary file is removed and `path`
-    is left as it was. Works for local and gs:// paths (tf.io.gfile).
+    is left as it was. Works for local and gs:// paths (tf.io.gfile). The block may write a directory
+    at the temporary path (e.g. a SavedModel); then `path` must not exist when the block ends.
     """
     # A hidden name with the random part first never matches a glob for the finished files.
     head, tail = os.path.split(path)
     # What a killed writer of this file left behind.
     for orphan in tf.io.gfile.glob(os.path.join(head, f".tmp-*-{tail}")):
         logging.info("Removing %s, left by an interrupted run.", orphan)
-        tf.io.gfile.remove(orphan)
+        _remove_file_or_tree(orphan)
     tmp_path = os.path.join(head, f".tmp-{uuid.uuid4().hex}-{tail}")
     try:
         yield tmp_path
         tf.io.gfile.rename(tmp_path, path, overwrite=True)
     except BaseException:
         if tf.io.gfile.exists(tmp_path):
-            tf.io.gfile.remove(tmp_path)
+            _remove_file_or_tree(tmp_path)
         raise
 
 

@@ -8,6 +8,7 @@ files are written.
 """
 
 import dataclasses
+import json
 import os
 import re
 
@@ -90,6 +91,19 @@ def resolve_checkpoint(path):
     if stepped:
         return max(stepped, key=checkpoint_step)
     raise ValueError(f"checkpoint {path} does not exist (no {path}.index)")
+
+
+def best_or_latest_checkpoint(model_dir):
+    """The checkpoint `model_dir/best_result.json` names while it exists, else the latest in `model_dir`:
+    what a finetuning run leaves to export."""
+    best_path = os.path.join(model_dir, "best_result.json")
+    if tf.io.gfile.exists(best_path):
+        with tf.io.gfile.GFile(best_path) as f:
+            best = json.load(f).get("path")
+        if best and tf.io.gfile.exists(best + ".index"):
+            logging.info("The best checkpoint of %s: %s.", best_path, best)
+            return best
+    return resolve_checkpoint(model_dir)
 
 
 def _write_checkpoint(tensors, path, max_to_keep=0):
