@@ -30,8 +30,9 @@ source "${root}/data-scripts/common.sh"
 for name in "${files[@]}"; do
   if [ ! -s "${DATA_DIR}/${name}" ]; then
     echo "Downloading ${name} into ${DATA_DIR}"
-    fetch "${SQUAD_URL}/${name}" "${tmp}/${name}"
-    mv "${tmp}/${name}" "${DATA_DIR}/${name}"
+    # fetch resumes DATA_DIR/NAME.part after an interruption; NAME appears only complete.
+    rm -f "${DATA_DIR:?}/${name}"
+    fetch "${SQUAD_URL}/${name}" "${DATA_DIR}/${name}"
   fi
 done
 
