@@ -180,7 +180,7 @@ def test_serialized_examples_do_not_depend_on_the_feature_order():
 
 
 def test_progress_log_gives_counts_rate_and_time_left_then_a_final_line(caplog, monkeypatch):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="absl")
     clock = iter(float(t) for t in range(100))
     monkeypatch.setattr(data_utils.time, "monotonic", lambda: next(clock))
     progress = data_utils.ProgressLog("Writing x.tfrecord", 67_349, "examples", every_secs=1.5)

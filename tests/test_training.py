@@ -249,7 +249,8 @@ def test_model_config_from_flags(tmp_path):
 def test_train_logs_saves_and_learns(tmp_path, caplog):
     init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
     strategy = training.get_strategy(flag_values())
-    caplog.set_level(py_logging.INFO)
+    # On the absl logger itself: absl may have been left at WARNING by an earlier test in the process.
+    caplog.set_level(py_logging.INFO, logger="absl")
     problem, result = run_training(
         strategy, tmp_path / "run", init, train_steps=12, save_steps=4, max_save=2, log_freq=4
     )
