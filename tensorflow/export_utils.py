@@ -18,6 +18,7 @@ word-piece vocabulary is an asset, a sentencepiece model a constant of the graph
 """
 
 import functools
+import logging as py_logging
 import os
 import unicodedata
 
@@ -704,8 +705,12 @@ def save(module, export_dir, version, overwrite=False):
         raise ValueError(f"{path} exists: pass --overwrite or another --version")
     tf.io.gfile.makedirs(export_dir)
     signatures = module.signatures()
+    absl_logger = py_logging.getLogger("absl")
+    level = absl_logger.level
     with data_utils.atomic_output_path(path) as tmp_path:
         tf.saved_model.save(module, tmp_path, signatures=signatures)
+        # TensorFlow 2.21's saver leaves absl's logger at WARNING, which silenced every later INFO line.
+        absl_logger.setLevel(level)
         if tf.io.gfile.exists(path):
             tf.io.gfile.rmtree(path)
     logging.info("Wrote %s with the signatures %s.", path, ", ".join(signatures))

@@ -8,6 +8,7 @@ sentencepiece model is trained here as the tokenizer tests train theirs.
 """
 
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -555,3 +556,20 @@ def test_a_model_dir_without_checkpoint_is_a_one_line_error(word_piece, tmp_path
     ]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "serving").exists()
+
+
+def test_saving_leaves_absl_logging_as_it_was(word_piece, tmp_path):
+    """tf.saved_model.save sets absl's logger to WARNING; the export's own INFO lines must still show."""
+    head = export_utils.ClassificationHead(
+        modeling.FunnelTFM(serving_config(word_piece.get_vocab_size())), ["0", "1"], "mrpc"
+    )
+    export_utils.build_variables(head, 16)
+    module = export_utils.ServingModule(head, data_utils.setup_special_ids(word_piece), 16)
+    absl_logger = logging.getLogger("absl")
+    before = absl_logger.level
+    absl_logger.setLevel(logging.INFO)
+    try:
+        export_utils.save(module, str(tmp_path / "serving"), 1)
+        assert absl_logger.level == logging.INFO
+    finally:
+        absl_logger.setLevel(before)
