@@ -415,8 +415,8 @@ def count_tfrecords(path):
             end = offset + 12 + (struct.unpack("<Q", header[:8])[0] if len(header) == 12 else 0) + 4
             if len(header) < 12 or end > size:
                 raise ValueError(
-                    f"{path} is truncated or corrupt: record {count + 1} starts at byte {offset} and does not "
-                    f"end before the end of the file ({size} bytes)"
+                    f"{path} is truncated or corrupt: record {count + 1} starts at byte {offset} "
+                    f"and does not end before the end of the file ({size} bytes)"
                 )
             offset = end
             f.seek(offset)
@@ -425,14 +425,18 @@ def count_tfrecords(path):
 
 
 @contextlib.contextmanager
-def naming_corrupt_records(paths):
-    """Turns TensorFlow's DataLossError from reading the tfrecord files `paths`, which names no file,
-    into a ValueError naming the first file whose records fail their checksums."""
+def naming_corrupt_records(list_paths):
+    """Turns TensorFlow's DataLossError from reading tfrecord files, which names no file, into a
+    ValueError naming the first file whose records fail their checksums.
+
+    Args:
+      list_paths: callable() -> the paths of the files read in the block; called only after an error.
+    """
     try:
         yield
     except tf.errors.DataLossError as e:
         reason = e.message.split("}}")[-1].split("[Op:")[0].strip()
-        for path in paths:
+        for path in list_paths():
             try:
                 tf.data.TFRecordDataset(path).reduce(0, lambda n, _: n + 1)
             except tf.errors.DataLossError:

@@ -742,26 +742,25 @@ class FunnelTFM(tf.Module):
         return self._layer_norm(f"{scope}/layer_norm", x + h)
 
     def _layer(self, prefix, q, kv, struct, attn_mask, is_training):
-        def layer(q, kv, seed=None):
-            if seed is None:
-                return self._ffn(
-                    prefix,
-                    self._rel_attn(prefix, q, kv, struct, attn_mask, is_training),
-                    is_training,
-                )
-            with ops.random_seed(seed):
-                return layer(q, kv)
+        def layer(q, kv):
+            attn = self._rel_attn(prefix, q, kv, struct, attn_mask, is_training)
+            return self._ffn(prefix, attn, is_training)
 
         if not is_training:
             return layer(q, kv)
+
         # Each layer draws its dropout masks from a seed of its own, drawn once outside it, so that the
         # recomputation in the backward pass draws the forward pass's masks, and a run with --recompute
         # draws the masks of one without.
+        def seeded_layer(q, kv, seed):
+            with ops.random_seed(seed):
+                return layer(q, kv)
+
         seed = ops.draw_seed()
         # The first call creates the layer's variables, which tf.recompute_grad cannot hold.
         if self.recompute and f"{self.scope}/{prefix}/ff/layer_norm/gamma" in self._vars:
-            return tf.recompute_grad(layer)(q, kv, seed)
-        return layer(q, kv, seed)
+            return tf.recompute_grad(seeded_layer)(q, kv, seed)
+        return seeded_layer(q, kv, seed)
 
     # ---------------------------------------------------------------------------------- encoder/decoder
     def encode(

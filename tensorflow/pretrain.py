@@ -534,12 +534,13 @@ def _run():
         opt_config = optimization.OptimizerConfig.from_flags(FLAGS)
         run_config = training.RunConfig.from_flags(FLAGS)
         training.write_run_config(strategy, net_config, FLAGS.model_dir)
-        with data_utils.naming_corrupt_records(_record_files("train")):
+        # The record files are listed (every header read) only after a checksum error.
+        with data_utils.naming_corrupt_records(lambda: _record_files("train")):
             training.train(
                 strategy, pretrainer.loss_fn, dataset_fn, pretrainer.modules, opt_config, run_config
             )
     if FLAGS.do_eval:
-        with data_utils.naming_corrupt_records(_record_files(FLAGS.eval_split)):
+        with data_utils.naming_corrupt_records(lambda: _record_files(FLAGS.eval_split)):
             run_eval(strategy, pretrainer, special_ids, net_config)
 
 
