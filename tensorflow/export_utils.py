@@ -27,6 +27,7 @@ import tensorflow_text
 from absl import logging
 
 import data_utils
+import ops
 import race_utils
 import tokenization
 
@@ -704,10 +705,12 @@ def save(module, export_dir, version, overwrite=False):
     if tf.io.gfile.exists(path) and not overwrite:
         raise ValueError(f"{path} exists: pass --overwrite or another --version")
     tf.io.gfile.makedirs(export_dir)
-    signatures = module.signatures()
     absl_logger = py_logging.getLogger("absl")
     level = absl_logger.level
-    with data_utils.atomic_output_path(path) as tmp_path:
+    # Plain TensorFlow ops, no XLA kernels: TF Serving compiles none unless started with
+    # --xla_cpu_compilation_enabled.
+    with ops.xla_fusion(False), data_utils.atomic_output_path(path) as tmp_path:
+        signatures = module.signatures()
         tf.saved_model.save(module, tmp_path, signatures=signatures)
         # TensorFlow 2.21's saver leaves absl's logger at WARNING, which silenced every later INFO line.
         absl_logger.setLevel(level)

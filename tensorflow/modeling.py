@@ -523,11 +523,28 @@ class FunnelTFM(tf.Module):
         bias = self._var(f"{name}/bias", list(out_shape), x.dtype, "zeros") if use_bias else None
         return ops.dense(x, kernel, bias, activation, n_in)
 
-    def _layer_norm(self, name, x):
-        dim = x.shape.as_list()[-1]
+    def _layer_norm_params(self, name, dim):
         gamma = self._var(f"{name}/gamma", [dim], tf.float32, "ones")
         beta = self._var(f"{name}/beta", [dim], tf.float32, "zeros")
-        return ops.layer_norm(x, gamma, beta)
+        return gamma, beta
+
+    def _layer_norm(self, name, x):
+        return ops.layer_norm(x, *self._layer_norm_params(name, x.shape[-1]))
+
+    def _sublayer_output(self, scope, dense_name, residual, x, is_training, n_in=1):
+        """`{scope}/layer_norm`(residual + dropout(dense `{scope}/{dense_name}`(x))), in one fused kernel
+        after the matmul.
+
+        Args:
+          residual: float [batch_size, len, d_model]; x: float [batch_size, len, *in_dims].
+        """
+        d_model = residual.shape[-1]
+        y = self._dense(f"{scope}/{dense_name}", x, [d_model], use_bias=False, n_in=n_in)
+        bias = self._var(f"{scope}/{dense_name}/bias", [d_model], x.dtype, "zeros")
+        gamma, beta = self._layer_norm_params(f"{scope}/layer_norm", d_model)
+        return ops.post_layer_norm(
+            residual, y, bias, gamma, beta, self.net_config.dropout, is_training
+        )
 
     # --------------------------------------------------------------------------------------- embedding
     def input_embedding(
@@ -554,7 +571,9 @@ class FunnelTFM(tf.Module):
                 tf.cast(table, dtype),
             )
         else:
-            embed = tf.cast(tf.gather(table, inputs), dtype)
+            # A gather from the variable itself would put it in copy-on-read mode: every later read
+            # (the optimizer's) would copy the whole table.
+            embed = tf.cast(tf.gather(table.value(), inputs), dtype)
         if cfg.rel_attn_type == "null":
             seq_len = inputs.shape[1]
             pos_table = self._var(
@@ -726,20 +745,14 @@ class FunnelTFM(tf.Module):
         prob = tf.cast(tf.nn.softmax(score, axis=-1), dtype)
         prob = ops.dropout(prob, cfg.dropatt, is_training)
         attn_vec = tf.transpose(tf.matmul(prob, v_head), [1, 2, 0, 3])
-        output = self._dense(f"{scope}/o", attn_vec, [d_model], n_in=2)
-        output = ops.dropout(output, cfg.dropout, is_training)
-        return self._layer_norm(f"{scope}/layer_norm", q + output)
+        return self._sublayer_output(scope, "o", q, attn_vec, is_training, n_in=2)
 
     def _ffn(self, prefix, x, is_training):
         cfg = self.net_config
         scope = f"{prefix}/ff"
-        h = self._dense(
-            f"{scope}/layer_1", x, [cfg.d_inner], activation=ops.ACTIVATIONS[cfg.ff_activation]
-        )
+        h = self._dense(f"{scope}/layer_1", x, [cfg.d_inner], activation=cfg.ff_activation)
         h = ops.dropout(h, cfg.dropact, is_training)
-        h = self._dense(f"{scope}/layer_2", h, [cfg.d_model])
-        h = ops.dropout(h, cfg.dropout, is_training)
-        return self._layer_norm(f"{scope}/layer_norm", x + h)
+        return self._sublayer_output(scope, "layer_2", x, h, is_training)
 
     def _layer(self, prefix, q, kv, struct, attn_mask, is_training):
         def layer(q, kv):
@@ -913,7 +926,7 @@ class FunnelTFM(tf.Module):
           float [batch_size, d_model], compute dtype.
         """
         return self._dense(
-            "sequnece_summary/summary", hidden[:, 0], [self.net_config.d_model], activation=tf.tanh
+            "sequnece_summary/summary", hidden[:, 0], [self.net_config.d_model], activation="tanh"
         )
 
     def get_pooled_output(
@@ -1062,9 +1075,7 @@ class FunnelTFM(tf.Module):
           float32 [..., vocab_size].
         """
         cfg = self.net_config
-        h = self._dense(
-            "lm_proj/dense", hidden, [cfg.d_embed], activation=ops.ACTIVATIONS[cfg.ff_activation]
-        )
+        h = self._dense("lm_proj/dense", hidden, [cfg.d_embed], activation=cfg.ff_activation)
         h = self._layer_norm("lm_proj/layer_norm", h)
         bias = self._var("lm_loss/bias", [cfg.vocab_size], tf.float32, "zeros")
         # A tensordot, not einsum("...e,ve->...v"): TF's einsum gradient for the table materializes the
@@ -1140,7 +1151,7 @@ class FunnelTFM(tf.Module):
           float32 [batch_size, seq_len]; positive = original token (the original's convention).
         """
         d_model = self.net_config.d_model
-        h = self._dense("binary_proj/dense", hidden, [d_model], activation=ops.gelu)
+        h = self._dense("binary_proj/dense", hidden, [d_model], activation="gelu")
         weight = self._var("binary_loss/weight", [d_model], h.dtype)
         bias = self._var("binary_loss/bias", [1], tf.float32, "zeros")
         return tf.cast(tf.einsum("bld,d->bl", h, weight), tf.float32) + bias
@@ -1178,7 +1189,7 @@ class FunnelTFM(tf.Module):
         cls_feature = tf.gather(output, cls_index, batch_dims=1)
         feature = tf.concat([start_feature, cls_feature], axis=-1)
         d_model = self.net_config.d_model
-        feature = self._dense("answer_class/dense_0", feature, [d_model], activation=tf.tanh)
+        feature = self._dense("answer_class/dense_0", feature, [d_model], activation="tanh")
         feature = ops.dropout(feature, self.net_config.dropout, is_training)
         cls_logits = self._dense("answer_class/dense_1", feature, [1], use_bias=False)
         return start_log_probs, tf.cast(cls_logits[:, 0], tf.float32)
@@ -1199,7 +1210,7 @@ class FunnelTFM(tf.Module):
                 "end_logits/dense_0",
                 tf.concat([output, tiled], axis=-1),
                 [self.net_config.d_model],
-                activation=tf.tanh,
+                activation="tanh",
             )
             h = self._layer_norm("end_logits/layer_norm", h)
             end_logits = self._dense("end_logits/dense_1", h, [1])

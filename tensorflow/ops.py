@@ -5,8 +5,10 @@ compute dtype. Layer norm and softmax run in float32 whatever the compute dtype.
 """
 
 import contextlib
+import functools
 import math
 
+import numpy as np
 import tensorflow as tf
 
 # Large enough to remove padded keys from the softmax; applied in float32 so float16 cannot overflow.
@@ -42,22 +44,32 @@ def dense(x, kernel, bias=None, activation=None, n_in=1):
       x: float [..., *in_dims].
       kernel: float [*in_dims, *out_dims].
       bias: float [*out_dims] or None.
-      activation: callable or None.
+      activation: a name of `ACTIVATIONS` or None; with the bias, one fused kernel (`fused`).
     Returns:
       float [..., *out_dims].
     """
     y = tf.tensordot(x, kernel, axes=n_in)
+    if activation is not None:
+        if bias is None:
+            bias = tf.zeros(y.shape[x.shape.rank - n_in :], y.dtype)
+        return _bias_activation(activation)(y, bias)
     if bias is not None:
         y = y + bias
-    return activation(y) if activation is not None else y
+    return y
+
+
+def _layer_norm32(x, gamma, beta, epsilon):
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + epsilon) * gamma + beta
+
+
+def _layer_norm_epsilon(dtype):
+    return 1e-3 if dtype == tf.float16 else 1e-8
 
 
 def layer_norm(x, gamma, beta):
     """Layer norm over the last axis, computed in float32 (epsilon 1e-8; 1e-3 for float16 inputs)."""
-    epsilon = 1e-3 if x.dtype == tf.float16 else 1e-8
-    x32 = tf.cast(x, tf.float32)
-    mean, variance = tf.nn.moments(x32, axes=[-1], keepdims=True)
-    y = (x32 - mean) * tf.math.rsqrt(variance + epsilon) * gamma + beta
+    y = _layer_norm32(tf.cast(x, tf.float32), gamma, beta, _layer_norm_epsilon(x.dtype))
     return tf.cast(y, x.dtype)
 
 
@@ -125,11 +137,129 @@ def dropout(x, rate, is_training):
     """Inverted dropout, active only when training; seeded under `random_seed`."""
     if not is_training or rate == 0.0:
         return x
-    if _seed_streams:
-        return tf.nn.experimental.stateless_dropout(
-            x, rate=rate, seed=_seed_streams[-1].next_seed()
-        )
-    return tf.nn.dropout(x, rate=rate)
+    return _dropout(rate)(x, dropout_bits(x.shape))
+
+
+# ----------------------------------------------------------------------------------- fused element-wise
+# A chain of element-wise ops costs a pass over memory per op, and TensorFlow's bfloat16 element-wise
+# kernels are several times slower than its float32 ones. `fused` runs such a chain as one XLA kernel (in
+# float32 inside), and its gradient as another that recomputes the chain; matmuls stay outside, in oneDNN.
+
+_fusion_enabled = [True]
+
+
+@contextlib.contextmanager
+def xla_fusion(enabled):
+    """Whether the fused element-wise chains (`fused`) traced in the block run as XLA kernels (the default)
+    or as plain TensorFlow ops (the same math), e.g. for a graph that must run where XLA is not built in."""
+    _fusion_enabled.append(enabled)
+    try:
+        yield
+    finally:
+        _fusion_enabled.pop()
+
+
+def fused(fn):
+    """`fn` as one XLA kernel forward and one backward, under `xla_fusion(True)`.
+
+    Args:
+      fn: a function of tensors (integer ones get no gradient) returning one tensor; Python settings go in a
+        closure, so build one `fused` function per setting (see the cached factories below).
+    Returns:
+      A function with `fn`'s signature. Its gradient recomputes `fn` inside the backward kernel, so nothing
+      but the inputs is kept for the backward pass.
+    """
+    forward = tf.function(fn, jit_compile=True, autograph=False)
+
+    @tf.function(jit_compile=True, autograph=False)
+    def backward(dy, *args):
+        floats = [a for a in args if a.dtype.is_floating]
+        with tf.GradientTape() as tape:
+            tape.watch(floats)
+            y = fn(*args)
+        grads = iter(tape.gradient(y, floats, output_gradients=dy, unconnected_gradients="zero"))
+        return [next(grads) if a.dtype.is_floating else None for a in args]
+
+    @tf.custom_gradient
+    def call(*args):
+        return forward(*args), lambda dy: backward(dy, *args)
+
+    @functools.wraps(fn)
+    def run(*args):
+        return call(*args) if _fusion_enabled[-1] else fn(*args)
+
+    return run
+
+
+@functools.cache
+def _bias_activation(activation):
+    def bias_activation(x, bias):
+        y = ACTIVATIONS[activation](tf.cast(x, tf.float32) + tf.cast(bias, tf.float32))
+        return tf.cast(y, x.dtype)
+
+    return fused(bias_activation)
+
+
+# Dropout draws 16 random bits per element (half the random words of a float32 uniform): an element is
+# kept when its bits, read as int16, are >= the threshold, so the rate is a multiple of 1/65536.
+def _keep_threshold(rate):
+    dropped = round(rate * 65536)
+    if not 0 <= dropped < 65536:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    return dropped - 32768, 65536 / (65536 - dropped)
+
+
+def _apply_dropout(x, bits, rate):
+    """float32 `x` with the elements whose int16 `bits` are below the rate's threshold zeroed, the others
+    scaled so that the expectation is unchanged."""
+    threshold, scale = _keep_threshold(rate)
+    return tf.where(bits >= threshold, x * scale, tf.zeros_like(x))
+
+
+def dropout_bits(shape):
+    """int16 random bits of `shape` for the fused dropouts: stateless under `random_seed`."""
+    n = int(np.prod(shape))
+    words = tf.random.stateless_uniform(
+        [(n + 1) // 2], draw_seed(), dtype=tf.int32, minval=None, maxval=None
+    )
+    bits = tf.reshape(tf.bitcast(words, tf.int16), [-1])
+    if n % 2:
+        bits = bits[:n]
+    return tf.reshape(bits, shape)
+
+
+@functools.cache
+def _dropout(rate):
+    def dropout(x, bits):
+        return tf.cast(_apply_dropout(tf.cast(x, tf.float32), bits, rate), x.dtype)
+
+    return fused(dropout)
+
+
+@functools.cache
+def _post_layer_norm(rate):
+    def post_layer_norm(residual, y, bias, gamma, beta, *bits):
+        h = tf.cast(y, tf.float32) + tf.cast(bias, tf.float32)
+        if bits:
+            h = _apply_dropout(h, bits[0], rate)
+        x = tf.cast(residual, tf.float32) + h
+        return tf.cast(_layer_norm32(x, gamma, beta, _layer_norm_epsilon(y.dtype)), y.dtype)
+
+    return fused(post_layer_norm)
+
+
+def post_layer_norm(residual, y, bias, gamma, beta, rate, is_training):
+    """`layer_norm(residual + dropout(y + bias))`, the end of every attention and feed-forward sublayer.
+
+    Args:
+      residual, y: float [..., d_model] in the compute dtype; bias: [d_model] in it too.
+      gamma, beta: float32 [d_model].
+    Returns:
+      float [..., d_model] in the compute dtype.
+    """
+    if is_training and rate > 0.0:
+        return _post_layer_norm(rate)(residual, y, bias, gamma, beta, dropout_bits(y.shape))
+    return _post_layer_norm(0.0)(residual, y, bias, gamma, beta)
 
 
 def pool_tensor(x, mode, separate_cls, truncate_seq):

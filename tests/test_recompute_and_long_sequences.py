@@ -45,13 +45,17 @@ def test_recomputed_layers_give_the_same_gradients(rel_attn_type, dropout, decod
     assert len(used) == sum(r is not None for r in grads_recomputed) > 0
     for grad, grad_recomputed in used:
         # The same dropout masks in the recomputation: equal up to float reassociation.
+        grad = tf.convert_to_tensor(grad).numpy()
         np.testing.assert_allclose(
-            tf.convert_to_tensor(grad_recomputed), tf.convert_to_tensor(grad), rtol=1e-4, atol=1e-6
+            tf.convert_to_tensor(grad_recomputed),
+            grad,
+            rtol=1e-4,
+            atol=1e-6 * max(1.0, np.abs(grad).max()),
         )
 
 
 def test_recomputation_reruns_the_layers_in_the_backward_pass():
-    """The gradient graph holds the layers' forward ops (here the gelu's tanh) a second time."""
+    """The gradient graph calls the layers' forward kernels (here the fused bias + gelu) a second time."""
     config = tiny_config(dropout=0.0, dropatt=0.0)
     ids, seg, mask = random_batch(SEQ_LEN, vocab_size=config.vocab_size)
     counts = []
@@ -67,7 +71,13 @@ def test_recomputation_reruns_the_layers_in_the_backward_pass():
             return tape.gradient(loss, model.trainable_variables)
 
         graph = step.get_concrete_function().graph
-        counts.append(sum(op.type == "Tanh" for op in ops.graph_operations(graph)))
+        counts.append(
+            sum(
+                op.type in ("PartitionedCall", "StatefulPartitionedCall")
+                and "bias_activation" in op.get_attr("f").name
+                for op in ops.graph_operations(graph)
+            )
+        )
     n_layers = 4  # three encoder layers and one decoder layer, one gelu each
     assert counts == [n_layers, 2 * n_layers], counts
 
