@@ -4,9 +4,9 @@ Mirrors the original `optimization.py` (SPEC §7) without `tf.compat.v1` optimiz
 `tf.distribute` strategy. The training engine calls, per step and inside `strategy.run`:
 
     grads = <gradients averaged across replicas>
-    grads, gnorm = config.process_gradients(grads, variables)        # NaN/Inf zeroing, clip, layer decay
+    grads, gnorm, scales = config.gradient_scales(grads, variables)  # NaN/Inf zeroing; clip, layer decay
     lr = config.get_learning_rate(step, train_steps)
-    optimizer.apply_gradients(zip(grads, variables), lr, step)       # then step += 1
+    optimizer.apply_gradients(zip(grads, variables), lr, step, scales)  # then step += 1
 
 Deviation from the original: gradients are averaged across replicas and then clipped once by their global
 norm, so a run gives the same updates on 1 or N devices for the same global batch. The original clipped each
@@ -133,12 +133,15 @@ def _zero_if_not_finite(values):
     return tf.where(tf.reduce_all(tf.math.is_finite(values)), values, tf.zeros_like(values))
 
 
-def process_gradients(grads, variables, *, clip=0.0, lr_layer_decay_rate=1.0, skip_nan_grad=False):
-    """Gradient processing between cross-replica averaging and `AdamWeightDecay.apply_gradients`.
+def gradient_scales(grads, variables, *, clip=0.0, lr_layer_decay_rate=1.0, skip_nan_grad=False):
+    """The gradient processing between cross-replica averaging and the update, as factors.
 
     In order: (1) with `skip_nan_grad`, every gradient tensor containing a NaN or Inf is replaced by zeros
-    (so one bad tensor cannot poison the global norm); (2) with `clip > 0`, clip by global norm; (3) layer-wise
-    learning-rate decay (see `layer_decay_scales`).
+    (so one bad tensor cannot poison the global norm); (2) with `clip > 0`, clip by global norm (as
+    `tf.clip_by_global_norm`: a non-finite norm makes the factors NaN); (3) layer-wise learning-rate decay
+    (see `layer_decay_scales`). Steps 2 and 3 are returned as one factor per gradient, which
+    `AdamWeightDecay.apply_gradients(..., grad_scales=...)` applies inside its update kernel: a pass over
+    every gradient less than multiplying them first (`process_gradients`).
 
     Args:
       grads: list of float32 gradients (dense tensors, `tf.IndexedSlices` or None), each shaped like its
@@ -149,8 +152,8 @@ def process_gradients(grads, variables, *, clip=0.0, lr_layer_decay_rate=1.0, sk
       skip_nan_grad: zero non-finite gradient tensors.
 
     Returns:
-      (grads, global_norm): the processed list (None stays None) and the float32 scalar global norm of the
-      gradients before clipping (after NaN/Inf zeroing).
+      (grads, global_norm, scales): the gradients after NaN/Inf zeroing (None stays None), the float32
+      scalar global norm of those, and per gradient a float32 scalar factor.
     """
     grads = list(grads)
     variables = list(variables)
@@ -158,14 +161,31 @@ def process_gradients(grads, variables, *, clip=0.0, lr_layer_decay_rate=1.0, sk
         raise ValueError(f"got {len(grads)} gradients for {len(variables)} variables")
     if skip_nan_grad:
         grads = [None if g is None else _map_gradient(g, _zero_if_not_finite) for g in grads]
+    global_norm = tf.linalg.global_norm(grads)
+    clip_scale = tf.constant(1.0)
     if clip > 0:
-        grads, global_norm = tf.clip_by_global_norm(grads, clip)
-        grads = list(grads)
-    else:
-        global_norm = tf.linalg.global_norm(grads)
-    scales = layer_decay_scales([_variable_name(v) for v in variables], lr_layer_decay_rate)
+        clip_scale = clip * tf.minimum(1.0 / global_norm, 1.0 / clip)
+        clip_scale = tf.where(tf.math.is_finite(global_norm), clip_scale, float("nan"))
+    layer_scales = layer_decay_scales([_variable_name(v) for v in variables], lr_layer_decay_rate)
+    return grads, global_norm, [clip_scale * s if s != 1.0 else clip_scale for s in layer_scales]
+
+
+def process_gradients(grads, variables, *, clip=0.0, lr_layer_decay_rate=1.0, skip_nan_grad=False):
+    """`gradient_scales` with the factors applied: the processed gradients themselves.
+
+    Returns:
+      (grads, global_norm): the processed list (None stays None) and the float32 scalar global norm of the
+      gradients before clipping (after NaN/Inf zeroing).
+    """
+    grads, global_norm, scales = gradient_scales(
+        grads,
+        variables,
+        clip=clip,
+        lr_layer_decay_rate=lr_layer_decay_rate,
+        skip_nan_grad=skip_nan_grad,
+    )
     grads = [
-        g if g is None or scale == 1.0 else _map_gradient(g, lambda x, s=scale: x * s)
+        None if g is None else _map_gradient(g, lambda x, s=scale: x * s)
         for g, scale in zip(grads, scales, strict=True)
     ]
     return grads, global_norm
@@ -205,6 +225,7 @@ class AdamWeightDecay(tf.Module):
         # model's variables as its own.
         self._slots = {}
         self._owners = {}
+        self._update_kernels = {}
 
     def uses_weight_decay(self, name):
         """Whether the variable with checkpoint name `name` is weight-decayed."""
@@ -249,7 +270,7 @@ class AdamWeightDecay(tf.Module):
             named[f"{name}/adam_v"] = v
         return named
 
-    def apply_gradients(self, grads_and_vars, learning_rate, step):
+    def apply_gradients(self, grads_and_vars, learning_rate, step, grad_scales=None):
         """Applies one update; every replica's copy of a variable gets the same update.
 
         Call in a replica context (inside `strategy.run`, or plain code under the default strategy) or in a
@@ -263,9 +284,18 @@ class AdamWeightDecay(tf.Module):
             `tf.IndexedSlices` shaped like the variable, or None (variable skipped).
           learning_rate: float32 scalar, e.g. from `get_learning_rate`.
           step: integer scalar, the global step before this update (for bias correction).
+          grad_scales: None, or per gradient a float32 scalar the update multiplies it by (inside the
+            update kernel), e.g. from `gradient_scales`.
         """
-        grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
-        missing = [v for _, v in grads_and_vars if _variable_name(v) not in self._slots]
+        grads_and_vars = list(grads_and_vars)
+        if grad_scales is None:
+            grad_scales = [tf.constant(1.0)] * len(grads_and_vars)
+        updates = [
+            (g, v, tf.cast(s, tf.float32))
+            for (g, v), s in zip(grads_and_vars, grad_scales, strict=True)
+            if g is not None
+        ]
+        missing = [v for _, v, _ in updates if _variable_name(v) not in self._slots]
         if missing:
             if tf.inside_function() or tf.distribute.has_strategy():
                 raise ValueError(
@@ -280,44 +310,58 @@ class AdamWeightDecay(tf.Module):
             learning_rate *= tf.sqrt(1.0 - self.beta_2**next_step) / (1.0 - self.beta_1**next_step)
 
         if tf.distribute.in_cross_replica_context():
-            self._apply(tf.distribute.get_strategy(), grads_and_vars, learning_rate)
+            self._apply(tf.distribute.get_strategy(), updates, learning_rate)
         else:
             tf.distribute.get_replica_context().merge_call(
-                self._apply, args=(grads_and_vars, learning_rate)
+                self._apply, args=(updates, learning_rate)
             )
 
-    def _apply(self, strategy, grads_and_vars, learning_rate):
+    def _apply(self, strategy, updates, learning_rate):
         """Cross-replica part of `apply_gradients`: updates each variable's copies on their devices."""
-        for grad, var in grads_and_vars:
+        for grad, var, grad_scale in updates:
             name = _variable_name(var)
             m, v = self._slots[name]
             strategy.extended.update(
                 var,
                 functools.partial(self._update_variable, decay=self.uses_weight_decay(name)),
-                args=(grad, m, v, learning_rate),
+                args=(grad, grad_scale, m, v, learning_rate),
                 group=True,
             )
 
-    def _update_variable(self, var, grad, m, v, learning_rate, decay):
-        # The decay first, with the same θ as the original: θ − lr·wd·θ − lr·m/(√v+ε) is its update.
-        if decay:
-            var.assign_sub(learning_rate * self.weight_decay_rate * var)
-        # TensorFlow's fused Adam kernel: one pass over θ, m, v instead of a dozen element-wise ops (the
-        # optimizer step took a third of a B4-4-4H768 training step on CPU). With β powers 0 its
-        # lr·√(1−β2^t)/(1−β1^t) is lr, which already holds the bias correction. Sparse gradients are
-        # densified: the original's moments decay every row at every step.
-        tf.raw_ops.ResourceApplyAdam(
-            var=var.handle,
-            m=m.handle,
-            v=v.handle,
-            beta1_power=tf.constant(0.0),
-            beta2_power=tf.constant(0.0),
-            lr=learning_rate,
-            beta1=tf.constant(self.beta_1),
-            beta2=tf.constant(self.beta_2),
-            epsilon=tf.constant(self.epsilon),
-            grad=tf.convert_to_tensor(grad),
-        )
+    def _update_variable(self, var, grad, grad_scale, m, v, learning_rate, decay):
+        # `var` is the copy on one device: each copy gets its own kernel.
+        kernel = self._update_kernels.get(var.ref())
+        if kernel is None:
+            kernel = _adam_update_kernel(var, m, v, self.beta_1, self.beta_2, self.epsilon)
+            self._update_kernels[var.ref()] = kernel
+        decay_rate = learning_rate * self.weight_decay_rate if decay else tf.constant(0.0)
+        kernel(tf.convert_to_tensor(grad), grad_scale, learning_rate, decay_rate)
+
+
+def _adam_update_kernel(var, m, v, beta_1, beta_2, epsilon):
+    """The update of one variable and its slots as one XLA kernel, in place.
+
+    A single pass over θ, m, v and g, where TensorFlow's fused Adam kernel after a separate decay (a multiply
+    and an assign) made three; the optimizer is bound by memory traffic, a fifth of a B4-4-4H768 training step
+    on CPU. The kernel holds its variables in its closure: a tf.function that assigns variables passed to it
+    as arguments gave wrong updates under a MirroredStrategy (TensorFlow 2.21, the two-replica test of
+    tests/test_optimization.py). Sparse gradients are densified: the original's moments decay every row at
+    every step.
+    """
+
+    @functools.partial(tf.function, jit_compile=True, autograph=False)
+    def adam_update(grad, grad_scale, learning_rate, decay):
+        """θ ← θ − decay·θ − lr·m/(√v+ε) after the moment updates, in `ResourceApplyAdam`'s arithmetic, for
+        the gradient grad·grad_scale. `learning_rate` already holds the bias correction and `decay` = lr·wd
+        (0 for an undecayed variable), so the decay uses the θ of before the step, as the original."""
+        grad = grad * grad_scale
+        m_new = m + (grad - m) * (1.0 - beta_1)
+        v_new = v + (tf.square(grad) - v) * (1.0 - beta_2)
+        m.assign(m_new)
+        v.assign(v_new)
+        var.assign(var - decay * var - learning_rate * m_new / (tf.sqrt(v_new) + epsilon))
+
+    return adam_update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,9 +417,9 @@ class OptimizerConfig:
             min_lr_ratio=self.min_lr_ratio,
         )
 
-    def process_gradients(self, grads, variables):
-        """`process_gradients` with this config's clip, layer decay and NaN/Inf handling."""
-        return process_gradients(
+    def gradient_scales(self, grads, variables):
+        """`gradient_scales` with this config's clip, layer decay and NaN/Inf handling."""
+        return gradient_scales(
             grads,
             variables,
             clip=self.clip,

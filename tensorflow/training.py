@@ -22,7 +22,7 @@ What `train` does:
     trainable ones only; SPEC §4.4);
   - runs a `tf.function` that performs up to `iterations` steps per call. Each step computes per-replica
     gradients, averages them across replicas (all-reduce MEAN), clips the average once by its global norm
-    (`OptimizerConfig.process_gradients`) and applies AdamW, so N replicas give the same weights as one
+    (`OptimizerConfig.gradient_scales`) and applies AdamW, so N replicas give the same weights as one
     device on the same global batch;
   - with precision float16, scales the loss dynamically (x2 after 2000 finite steps, /2 and skip the update
     on a non-finite gradient);
@@ -802,7 +802,7 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
         logging.info("Step %d >= --train_steps=%d: nothing to train.", step, rc.train_steps)
         return {"global_step": step}
 
-    def apply_if_finite(distribution, grads, finite, trained):
+    def apply_if_finite(distribution, grads, scales, finite, trained):
         # Cross-replica context (merge_call), where a cond may hold the optimizer's own cross-replica update.
         all_finite = tf.reduce_all(
             [tf.reduce_all(x) for x in distribution.experimental_local_results(finite)]
@@ -810,7 +810,7 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
         lr = opt_config.get_learning_rate(global_step, rc.train_steps)
 
         def apply_branch():
-            optimizer.apply_gradients(zip(grads, trained, strict=True), lr, global_step)
+            optimizer.apply_gradients(zip(grads, trained, strict=True), lr, global_step, scales)
             return tf.constant(True)
 
         tf.cond(all_finite, apply_branch, lambda: tf.constant(False))
@@ -852,13 +852,13 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
         if use_loss_scale:
             grads = [g / loss_scale.scale for g in grads]
             finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
-            grads, outputs["grad_norm"] = opt_config.process_gradients(grads, trained)
+            grads, outputs["grad_norm"], scales = opt_config.gradient_scales(grads, trained)
             replica.merge_call(
-                functools.partial(apply_if_finite, trained=trained), args=(grads, finite)
+                functools.partial(apply_if_finite, trained=trained), args=(grads, scales, finite)
             )
         else:
-            grads, outputs["grad_norm"] = opt_config.process_gradients(grads, trained)
-            optimizer.apply_gradients(zip(grads, trained, strict=True), lr, global_step)
+            grads, outputs["grad_norm"], scales = opt_config.gradient_scales(grads, trained)
+            optimizer.apply_gradients(zip(grads, trained, strict=True), lr, global_step, scales)
         global_step.assign_add(1)
         for name in monitor_names:
             outputs[name] = step_monitors[name]

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import modeling
 import ops
+import optimization
 from model_test_utils import build, random_batch, tiny_config
 
 TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2}
@@ -125,3 +126,17 @@ def test_a_training_step_runs_its_element_wise_chains_as_xla_kernels_unless_swit
     # put it in copy-on-read mode, and the optimizer's read would copy the whole table.
     assert not any(op.type == "ResourceGather" for op in ops.graph_operations(graph))
 
+
+def test_the_optimizer_update_is_one_xla_kernel_per_variable():
+    var = tf.Variable(tf.ones([3, 2]), name="model/encoder/layer_0/ff/layer_1/kernel")
+    optimizer = optimization.AdamWeightDecay(weight_decay_rate=0.1)
+    optimizer.build([var])
+
+    @tf.function(autograph=False)
+    def update():
+        optimizer.apply_gradients([(tf.fill([3, 2], 0.5), var)], 0.1, 0)
+
+    graph = update.get_concrete_function().graph
+    compiled = _xla_functions(graph)
+    assert len(compiled) == 1 and "adam_update" in compiled[0]
+    assert not any(op.type.startswith("ResourceApply") for op in ops.graph_operations(graph))

@@ -354,6 +354,47 @@ def test_process_gradients_clips_then_decays():
     np.testing.assert_array_equal(out[1].numpy(), [0.0, 12.0])
 
 
+def test_scales_applied_in_the_update_equal_the_processed_gradients():
+    """The engine's path (factors applied inside the update kernel) and process_gradients' (gradients
+    multiplied first) give the same weights and slots, with clipping and layer decay active, a sparse
+    gradient and a variable without gradient."""
+    names = [
+        "model/input/word_embedding/lookup_table",
+        "model/encoder/layer_0/ff/layer_1/kernel",
+        "model/encoder/layer_1/ff/layer_1/bias",
+        "model/head/kernel",
+    ]
+    shapes = [[4, 2], [2, 3], [3], [2]]
+    rng = np.random.default_rng(3)
+    initial = [rng.normal(size=shape).astype(np.float32) for shape in shapes]
+    grads = [
+        tf.IndexedSlices(tf.constant([[3.0, -4.0]]), tf.constant([1]), tf.constant([4, 2])),
+        tf.constant(rng.normal(size=[2, 3]).astype(np.float32)),
+        tf.constant(rng.normal(size=[3]).astype(np.float32)),
+        None,
+    ]
+    results = []
+    for fused in (False, True):
+        variables = [tf.Variable(x, name=n) for x, n in zip(initial, names, strict=True)]
+        optimizer = optimization.AdamWeightDecay(weight_decay_rate=0.01)
+        settings = dict(clip=0.5, lr_layer_decay_rate=0.8)
+        for step in range(2):
+            if fused:
+                processed, _, scales = optimization.gradient_scales(grads, variables, **settings)
+            else:
+                processed, _ = optimization.process_gradients(grads, variables, **settings)
+                scales = None
+            optimizer.apply_gradients(zip(processed, variables, strict=True), 0.1, step, scales)
+        results.append(
+            [v.numpy() for v in variables]
+            + [v.numpy() for v in optimizer.named_variables().values()]
+        )
+    assert len(results[1]) == len(shapes) + 2 * 3  # no slots for the variable without gradient
+    for got, want in zip(*results[::-1], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(results[1][3], initial[3])
+
+
 def test_process_gradients_skip_nan_and_sparse():
     names = [
         "model/input/word_embedding/lookup_table",
@@ -501,11 +542,12 @@ def _mirrored_main():
                 loss = tf.reduce_mean(tf.square(hidden @ head - batch_targets))
             grads = tape.gradient(loss, variables)
             grads = tf.distribute.get_replica_context().all_reduce("mean", grads)
-            grads, _ = config.process_gradients(grads, variables)
+            grads, _, scales = config.gradient_scales(grads, variables)
             opt.apply_gradients(
                 zip(grads, variables, strict=True),
                 config.get_learning_rate(step, train_steps),
                 step,
+                scales,
             )
             step.assign_add(1)
 
