@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 import startup  # noqa: E402, F401 (before TensorFlow: its start-up lines stay off the console)
 
 # isort: split
+import collections  # noqa: E402
 import concurrent.futures  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
@@ -39,6 +40,7 @@ import re  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -161,6 +163,18 @@ flags.DEFINE_bool(
     False,
     "Side by side: training the first model with and without --recompute (the time it costs).",
 )
+flags.DEFINE_bool(
+    "compare_fusion",
+    True,
+    "Side by side, in each of --precisions: training the first model with the element-wise chains as "
+    "fused XLA kernels (the default everywhere) and as plain TensorFlow ops.",
+)
+flags.DEFINE_integer(
+    "profile_steps",
+    0,
+    "After timing, trace this many steps of every case with the TensorFlow profiler and report the time "
+    "in matmuls, in the fused XLA kernels and in the other ops (0: no profile).",
+)
 
 # The released shapes (SPEC §9): d_head 64, d_inner 4 d_model, two decoder layers, vocabulary 30522.
 RELEASED = ("B4-4-4H768", "B6-6-6H768", "B8-8-8H1024", "B10-10-10H1024")
@@ -229,6 +243,7 @@ class Case:
     rel_attn_type: str = "rel_shift"
     config: str = "released"
     recompute: bool = False
+    fusion: bool = True
 
     def net_config(self):
         return model_config(self.model, self.config, self.rel_attn_type)
@@ -261,7 +276,9 @@ class Case:
         jit = "xla" if self.jit else "-"
         return (
             f"{self.model} {self.task} T={self.seq_len} {self.mode} {self.precision} {jit} "
-            f"{self.rel_attn_type}" + (" recompute" if self.recompute else "")
+            f"{self.rel_attn_type}"
+            + (" recompute" if self.recompute else "")
+            + ("" if self.fusion else " unfused")
         )
 
 
@@ -349,6 +366,8 @@ def build_step(case):
     function = functools.partial(tf.function, jit_compile=case.jit, autograph=False)
     if case.mode == "infer":
         step_fn = function(lambda: _loss(model, case, inputs, False))
+        with modeling.ops.xla_fusion(case.fusion):
+            step_fn.get_concrete_function()
         return lambda: float(step_fn())
 
     variables = list(model.named_variables().values())
@@ -365,10 +384,12 @@ def build_step(case):
         if optimizer is None:
             # Returned, so that the function does not prune the backward pass.
             return loss, grads
-        grads, _ = optimization.process_gradients(grads, variables, clip=1.0)
-        optimizer.apply_gradients(zip(grads, variables, strict=True), LEARNING_RATE, step)
+        grads, _, scales = optimization.gradient_scales(grads, variables, clip=1.0)
+        optimizer.apply_gradients(zip(grads, variables, strict=True), LEARNING_RATE, step, scales)
         return loss, []
 
+    with modeling.ops.xla_fusion(case.fusion):
+        train_step.get_concrete_function(tf.TensorSpec([], tf.int64))
     counter = iter(range(1 << 30))
     return lambda: float(train_step(tf.constant(next(counter), tf.int64))[0])
 
@@ -429,15 +450,74 @@ def _peak_memory_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_group(cases, steps, warmup_steps, matmul_sizes, threads=(0, 0)):
+_MATMUL_OPS = (
+    "MatMul",
+    "BatchMatMulV2",
+    "BatchMatMulV3",
+    "Einsum",
+    "_MklMatMul",
+    "_MklBatchMatMulV2",
+    "_MklEinsum",
+    "_MklFusedMatMul",
+)
+# TensorFlow op events of the trace are named "<op name>:<op type>".
+_TF_OP_EVENT = re.compile(r"^[^\s:]+:(\w+)$")
+
+
+def profile_step(step, steps, logdir):
+    """Where the time of `step` goes, from the TensorFlow profiler's trace of `steps` calls.
+
+    Returns:
+      dict of milliseconds per step, summed over threads (ops that run concurrently both count):
+      "matmul_ms" (MatMul, BatchMatMul, Einsum), "xla_ms" (the fused XLA kernels), "other_ms" (every other
+      TensorFlow op), and "top_ms", the ten op types (or "xla") that took longest.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    tf.io.gfile.makedirs(logdir)
+    tf.profiler.experimental.start(logdir)
+    try:
+        for _ in range(steps):
+            step()
+    finally:
+        tf.profiler.experimental.stop()
+    by_type = collections.Counter()
+    for path in tf.io.gfile.glob(os.path.join(logdir, "plugins/profile/*/*.xplane.pb")):
+        space = xplane_pb2.XSpace.FromString(tf.io.gfile.GFile(path, "rb").read())
+        for plane in space.planes:
+            if not plane.name.startswith("/host:CPU") and not plane.name.startswith("/device:"):
+                continue
+            for line in plane.lines:
+                for event in line.events:
+                    name = plane.event_metadata[event.metadata_id].name
+                    match = _TF_OP_EVENT.match(name)
+                    if name == "CpuExecutable::ExecuteAsyncOnStream":
+                        op_type = "xla"
+                    elif match and not match.group(1).startswith("_Xla"):
+                        op_type = match.group(1)
+                    else:
+                        continue
+                    by_type[op_type] += event.duration_ps / 1e9 / steps
+        tf.io.gfile.remove(path)
+    matmul = sum(by_type[t] for t in _MATMUL_OPS)
+    return {
+        "matmul_ms": matmul,
+        "xla_ms": by_type["xla"],
+        "other_ms": sum(by_type.values()) - matmul - by_type["xla"],
+        "top_ms": dict(by_type.most_common(10)),
+    }
+
+
+def run_group(cases, steps, warmup_steps, matmul_sizes, threads=(0, 0), profile_steps=0):
     """Measures `cases` side by side with the reference matmuls of their precisions.
 
     Each round times every reference matmul, then one step of every case (in a rotating order).
 
     Returns:
       dict: "cases", a list of per-case result dicts (times in seconds, FLOP/s, the ratios to the limit, the
-      per-round wall times), and "limits", {precision: {"flops_per_s", "flops_per_cpu_s"}}, and
-      "peak_memory_mb", the group's peak (host RSS or device).
+      per-round wall times; with `profile_steps`, the `profile_step` breakdown), and "limits",
+      {precision: {"flops_per_s", "flops_per_cpu_s"}}, and "peak_memory_mb", the group's peak (host RSS or
+      device).
     """
     if any(threads):
         tf.config.threading.set_inter_op_parallelism_threads(threads[0])
@@ -479,8 +559,14 @@ def run_group(cases, steps, warmup_steps, matmul_sizes, threads=(0, 0)):
         for p in precisions
     }
     peak = _peak_memory_bytes()
+    profiles = [
+        profile_step(step, profile_steps, tempfile.mkdtemp(prefix="benchmark_profile_"))
+        if profile_steps
+        else None
+        for _, step, _ in built
+    ]
     results = []
-    for (case, _, first), times in zip(built, case_times, strict=True):
+    for (case, _, first), times, profile in zip(built, case_times, profiles, strict=True):
         flop = case.flops_per_example() * case.batch_size
         refs_p = ref_times[case.precision]
         wall = statistics.median(t[0] for t in times)
@@ -504,6 +590,7 @@ def run_group(cases, steps, warmup_steps, matmul_sizes, threads=(0, 0)):
                     for t, r in zip(times, refs_p, strict=True)
                 ),
                 "round_step_s": [t[0] for t in times],
+                **({"profile": profile} if profile else {}),
             }
         )
     memory = {
@@ -515,26 +602,27 @@ def run_group(cases, steps, warmup_steps, matmul_sizes, threads=(0, 0)):
 
 
 def _run_group_worker(args):
-    cases, steps, warmup_steps, matmul_sizes, threads = args
+    cases, *settings = args
     logging.set_verbosity(logging.WARNING)
-    return run_group([Case(**c) for c in cases], steps, warmup_steps, matmul_sizes, threads)
+    return run_group([Case(**c) for c in cases], *settings)
 
 
-def run_groups(groups, steps, warmup_steps, matmul_sizes, isolate, threads=(0, 0)):
+def run_groups(groups, steps, warmup_steps, matmul_sizes, isolate, threads=(0, 0), profile_steps=0):
     """Runs each group of cases (in a fresh process with `isolate`); returns their results in order.
 
     A group that fails (out of memory, an unsupported op) gives {"error": message} and the others run on.
     """
     results = []
     for cases in groups:
-        args = ([dataclasses.asdict(c) for c in cases], steps, warmup_steps, matmul_sizes, threads)
+        settings = (steps, warmup_steps, matmul_sizes, threads, profile_steps)
+        args = ([dataclasses.asdict(c) for c in cases], *settings)
         try:
             if isolate:
                 context = multiprocessing.get_context("spawn")
                 with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                     result = pool.submit(_run_group_worker, args).result()
             else:
-                result = run_group(cases, steps, warmup_steps, matmul_sizes, threads)
+                result = run_group(cases, *settings)
         except (tf.errors.OpError, ValueError, concurrent.futures.process.BrokenProcessPool) as e:
             message = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}"
             logging.error("%s failed: %s", ", ".join(c.label() for c in cases), message)
@@ -585,6 +673,7 @@ def plan(
     rel_attn_seq_len=512,
     compare_models=("B6-6-6H768", "L12H768"),
     compare_recompute=False,
+    compare_fusion=True,
 ):
     """The groups to run: one per table case, then the side-by-side comparisons.
 
@@ -617,6 +706,12 @@ def plan(
     if compare_standard:
         comparisons["funnel_vs_standard"] = [
             Case(m, compare_seq_len, **compared) for m in compare_models
+        ]
+    if compare_fusion:
+        comparisons["fusion_speedup"] = [
+            Case(first, compare_seq_len, precision=p, fusion=f, **compared)
+            for p in precisions
+            for f in (False, True)
         ]
     if compare_recompute:
         comparisons["recompute_cost"] = [
@@ -661,6 +756,21 @@ def summarize_comparisons(comparisons, results):
                 "funnel_step_s": cases[0]["step_s"],
                 "standard_step_s": cases[1]["step_s"],
                 "flop_ratio": cases[0]["gflop_per_example"] / cases[1]["gflop_per_example"],
+            }
+        elif name == "fusion_speedup":
+            pairs = zip(cases[::2], cases[1::2], strict=True)
+            summary[name] = {
+                plain["precision"]: {
+                    "speedup": paired_ratio(plain, fused),
+                    "unfused_step_s": plain["step_s"],
+                    "fused_step_s": fused["step_s"],
+                    **(
+                        {"unfused_profile": plain["profile"], "fused_profile": fused["profile"]}
+                        if "profile" in fused
+                        else {}
+                    ),
+                }
+                for plain, fused in pairs
             }
         elif name == "recompute_cost":
             summary[name] = {
@@ -733,6 +843,21 @@ def format_table(case_results):
     return "\n".join(lines)
 
 
+def format_profiles(case_results):
+    """One line per profiled case: where a step's time goes (thread milliseconds)."""
+    lines = []
+    for r in case_results:
+        if "profile" in r:
+            case = Case(**{f.name: r[f.name] for f in dataclasses.fields(Case)})
+            p = r["profile"]
+            top = ", ".join(f"{k} {v:.0f}" for k, v in list(p["top_ms"].items())[:6])
+            lines.append(
+                f"{case.label()}: matmul {p['matmul_ms']:.0f} ms, XLA kernels {p['xla_ms']:.0f} ms, "
+                f"other ops {p['other_ms']:.0f} ms per step (thread time; top: {top})"
+            )
+    return "\n".join(lines)
+
+
 def format_comparisons(summary):
     lines = []
     for name, s in summary.items():
@@ -748,6 +873,12 @@ def format_comparisons(summary):
                 f"{funnel} / {standard} training time: {s['time_ratio']:.2f} "
                 f"(FLOP ratio {s['flop_ratio']:.2f})"
             )
+        elif name == "fusion_speedup":
+            for precision, r in s.items():
+                if precision != "cases":
+                    lines.append(
+                        f"fused / unfused element-wise training speedup, {precision}: {r['speedup']:.2f}x"
+                    )
         elif name == "recompute_cost":
             lines.append(f"--recompute / plain training time: {s['time_ratio']:.2f}")
         elif name == "rel_attn_cost":
@@ -875,12 +1006,20 @@ def run():
         FLAGS.rel_attn_seq_len,
         FLAGS.compare_models,
         FLAGS.compare_recompute,
+        FLAGS.compare_fusion,
     )
     matmul_sizes = (
         [int(n) for n in FLAGS.matmul_sizes] if FLAGS.config == "released" else [128, 256]
     )
     threads = (FLAGS.inter_op_threads, FLAGS.intra_op_threads)
-    args = (FLAGS.steps, FLAGS.warmup_steps, matmul_sizes, FLAGS.isolate, threads)
+    args = (
+        FLAGS.steps,
+        FLAGS.warmup_steps,
+        matmul_sizes,
+        FLAGS.isolate,
+        threads,
+        FLAGS.profile_steps,
+    )
     table_results = run_groups(table_groups, *args)
     comparison_results = run_groups(list(comparisons.values()), *args)
 
@@ -896,6 +1035,7 @@ def run():
         rows.append(row)
     summary = summarize_comparisons(comparisons, comparison_results)
     print(format_table(rows))
+    print(format_profiles(rows + [c for r in comparison_results for c in r["cases"]]))
     print(format_comparisons(summary))
     output = {
         "machine": machine_info(),

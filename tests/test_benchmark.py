@@ -83,6 +83,7 @@ def test_benchmark_runs_on_tiny_models_and_writes_consistent_json(tmp_path):
         "--compare_seq_len=16",
         "--compare_recompute=true",
         "--rel_attn_seq_len=16",
+        "--profile_steps=1",
         f"--output={output}",
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -105,11 +106,27 @@ def test_benchmark_runs_on_tiny_models_and_writes_consistent_json(tmp_path):
         assert (
             row["ratio_to_limit"] > 0 and row["peak_memory_mb"] > row["memory_per_example_mb"] > 0
         )
+        # The profiler's breakdown of a training step: matmuls, the fused kernels, the rest.
+        profile = row["profile"]
+        assert profile["matmul_ms"] > 0 and profile["xla_ms"] > 0 and profile["other_ms"] > 0
+        assert set(profile["top_ms"]) & set(benchmark._MATMUL_OPS) and "xla" in profile["top_ms"]
+        assert f"{case.label()}: matmul " in run.stdout
     # SQuAD runs the decoder at full length, classification does not; training adds only element-wise work.
     assert rows[2]["gflop_per_example"] > rows[0]["gflop_per_example"]
     assert rows[0]["gflop_per_example"] == rows[1]["gflop_per_example"]
     comparisons = result["comparisons"]
-    assert set(comparisons) == {"funnel_vs_standard", "rel_attn_cost", "recompute_cost"}
+    assert set(comparisons) == {
+        "funnel_vs_standard",
+        "rel_attn_cost",
+        "recompute_cost",
+        "fusion_speedup",
+    }
+    fusion = comparisons["fusion_speedup"]
+    assert [c["fusion"] for c in fusion["cases"]] == [False, True]
+    # Unfused, only the optimizer's update runs as XLA kernels.
+    profiles = fusion["float32"]["unfused_profile"], fusion["float32"]["fused_profile"]
+    assert fusion["float32"]["speedup"] > 0 and profiles[0]["xla_ms"] < profiles[1]["xla_ms"]
+    assert "fused / unfused element-wise training speedup, float32" in run.stdout
     recompute = comparisons["recompute_cost"]
     assert [c["recompute"] for c in recompute["cases"]] == [False, True]
     assert recompute["time_ratio"] > 0 and "--recompute / plain training time" in run.stdout
@@ -149,7 +166,12 @@ def test_plan_validates_before_running():
         compare_jit=False,
     )
     assert len(table) == 2 * 2 * 2 * 2
-    assert set(comparisons) == {"bfloat16_vs_float32", "funnel_vs_standard", "rel_attn_cost"}
+    assert set(comparisons) == {
+        "bfloat16_vs_float32",
+        "funnel_vs_standard",
+        "rel_attn_cost",
+        "fusion_speedup",
+    }
     cfg = benchmark.model_config("B6-3x2-3x2H768")
     assert (cfg.block_size, cfg.decoder_size, cfg.n_head, cfg.d_inner) == (
         "6_3x2_3x2",
