@@ -180,6 +180,12 @@ def fused(fn):
         grads = iter(tape.gradient(y, floats, output_gradients=dy, unconnected_gradients="zero"))
         return [next(grads) if a.dtype.is_floating else None for a in args]
 
+    # Called on every shape of a model (each block length, each head), a fused chain is traced once per
+    # shape by design; run eagerly (a notebook, the first build), TensorFlow would log that as suspicious
+    # retracing (a private switch of tf.function; the tests check that no warning shows).
+    for kernel in (forward, backward):
+        kernel._omit_frequent_tracing_warning = True
+
     @tf.custom_gradient
     def call(*args):
         return forward(*args), lambda dy: backward(dy, *args)

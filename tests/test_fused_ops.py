@@ -92,6 +92,19 @@ def test_dropout_of_an_odd_size_and_a_bad_rate():
         ops.dropout(tf.ones([4]), 1.0, True)
 
 
+def test_a_fused_kernel_called_on_many_shapes_traces_each_once(caplog):
+    # A model run eagerly (a notebook, the variables' first build) calls each fused chain on several
+    # shapes: a single tf.function retraced for each logs TensorFlow's retracing warning.
+    kernel, bias = tf.ones([4, 4]), tf.zeros([4])
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        outputs = [ops.dense(tf.ones([n, 4]), kernel, bias, "gelu") for n in range(1, 9)]
+    assert [y.shape[0] for y in outputs] == list(range(1, 9))
+    np.testing.assert_allclose(
+        outputs[-1].numpy(), ops.gelu(tf.fill([8, 4], 4.0)).numpy(), rtol=1e-6
+    )
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+
 def _xla_functions(graph):
     """Names of the functions that `graph` and its functions call and that XLA must compile."""
     names = []
