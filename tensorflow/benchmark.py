@@ -493,7 +493,8 @@ def profile_step(step, steps, logdir):
                     match = _TF_OP_EVENT.match(name)
                     if name == "CpuExecutable::ExecuteAsyncOnStream":
                         op_type = "xla"
-                    elif match and not match.group(1).startswith("_Xla"):
+                    # A function call's event encloses its kernels' (an XLA step's: all of them).
+                    elif match and not match.group(1).startswith(("_Xla", "__inference_")):
                         op_type = match.group(1)
                     else:
                         continue
