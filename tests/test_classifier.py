@@ -19,9 +19,9 @@ import pytest
 import scipy.special
 import scipy.stats
 import sklearn.metrics
-import tensorflow as tf
 
 import tokenization
+from model_test_utils import summary_scalars
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "fixtures" / "golden" / "tiny_relshift"
@@ -153,17 +153,6 @@ def train_flags():
     ]
 
 
-def logged_losses(model_dir):
-    """{step: loss} from the TensorBoard summaries of the training run."""
-    losses = {}
-    for event_file in tf.io.gfile.glob(str(model_dir / "events.out.*")):
-        for event in tf.compat.v1.train.summary_iterator(event_file):
-            for value in event.summary.value:
-                if value.tag == "loss":
-                    losses[event.step] = float(tf.make_ndarray(value.tensor))
-    return losses
-
-
 def read_eval(model_dir, step):
     base = model_dir / "eval" / f"dev.ckpt-{step}"
     metrics = json.loads(pathlib.Path(f"{base}.metrics.json").read_text())
@@ -191,7 +180,7 @@ def test_mrpc_finetune_eval_submit(tmp_path, shared_data, vocab):
         "--eval_all_ckpt=True",
         "--retain_best=True",
     )
-    losses = logged_losses(model_dir)
+    losses = dict(summary_scalars(model_dir)["loss"])
     assert sorted(losses) == [4, 8, 12, 16]
     assert losses[16] < losses[4]
     assert (model_dir / "done").is_dir() and (model_dir / "net_config.json").exists()
@@ -241,7 +230,7 @@ def test_stsb_finetune_then_eval_as_in_the_readme(tmp_path, shared_data, vocab):
     model_dir = tmp_path / "exp" / "sts-b"
     common = common_flags("sts-b", data_dir, tmp_path, vocab)
     run_script("classifier.py", *common, *train_flags(), "--do_train=True", "--do_eval=False")
-    losses = logged_losses(model_dir)
+    losses = dict(summary_scalars(model_dir)["loss"])
     assert losses[16] < losses[4]
     assert not (model_dir / "eval").exists()
 

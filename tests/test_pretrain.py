@@ -371,16 +371,6 @@ def check_ok(result):
     return result
 
 
-def read_scalars(log_dir):
-    """{tag: [(step, value), ...]} from the TensorBoard event files directly in `log_dir`."""
-    scalars = collections.defaultdict(list)
-    for path in sorted(pathlib.Path(log_dir).glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                scalars[value.tag].append((event.step, float(tf.make_ndarray(value.tensor))))
-    return {tag: sorted(values) for tag, values in scalars.items()}
-
-
 @pytest.fixture(scope="module")
 def electra_run(corpus, tmp_path_factory):
     """160 ELECTRA steps through the train.py alias (loss type spelled as in the seed), then evaluation."""
@@ -423,7 +413,7 @@ def full_checkpoint_names(trainable):
 
 @pytest.mark.slow
 def test_electra_run_losses_fall_and_are_logged(electra_run):
-    scalars = read_scalars(electra_run)
+    scalars = model_test_utils.summary_scalars(electra_run)
     for tag in ("loss", "gen_loss", "disc_loss", "real_ratio", "gen_accuracy", "disc_accuracy"):
         assert [step for step, _ in scalars[tag]] == list(range(20, 161, 20)), tag
     first, last = scalars["loss"][0][1], scalars["loss"][-1][1]
@@ -452,9 +442,12 @@ def test_electra_eval_on_held_out_split(electra_run):
     for metrics in results.values():
         assert set(metrics) == {"loss", *pretrain.MONITORS["electra"]}
         assert all(np.isfinite(v) for v in metrics.values())
-    first_train_loss = read_scalars(electra_run)["loss"][0][1]
+    first_train_loss = model_test_utils.summary_scalars(electra_run)["loss"][0][1]
     assert results["160"]["loss"] < 0.8 * first_train_loss
-    assert [s for s, _ in read_scalars(electra_run / "eval_dev")["loss"]] == [80, 160]
+    assert [s for s, _ in model_test_utils.summary_scalars(electra_run / "eval_dev")["loss"]] == [
+        80,
+        160,
+    ]
 
 
 @pytest.mark.slow
@@ -467,9 +460,9 @@ def test_resume_continues_from_saved_step(electra_run, corpus, tmp_path):
     after = tf.train.load_checkpoint(str(model_dir / "model.ckpt-180"))
     assert after.get_tensor("global_step") == 180
     # The resumed run logs only steps after 160, and starts from the trained loss, not from scratch.
-    new_steps = [s for s, _ in read_scalars(model_dir)["loss"] if s > 160]
+    new_steps = [s for s, _ in model_test_utils.summary_scalars(model_dir)["loss"] if s > 160]
     assert new_steps == [180]
-    losses = dict(read_scalars(model_dir)["loss"])
+    losses = dict(model_test_utils.summary_scalars(model_dir)["loss"])
     assert losses[180] < 0.85 * losses[20]
     # Adam's second moments kept accumulating from the saved ones rather than restarting from zero.
     name = "model/encoder/layer_0/ff/layer_1/kernel/adam_v"
@@ -480,7 +473,7 @@ def test_resume_continues_from_saved_step(electra_run, corpus, tmp_path):
 @pytest.mark.slow
 def test_mlm_run(mlm_run, corpus):
     _, vocab_size, _ = corpus
-    scalars = read_scalars(mlm_run)
+    scalars = model_test_utils.summary_scalars(mlm_run)
     assert scalars["loss"][-1][1] < scalars["loss"][0][1] - 0.5
     assert scalars["mlm_accuracy"][-1][1] > scalars["mlm_accuracy"][0][1]
     trainable = expected_variables("model", 32, 4, 8, 64, 32, vocab_size, 3, 1)

@@ -23,6 +23,7 @@ import tensorflow as tf
 import data_utils
 import race_utils
 import tokenization
+from model_test_utils import summary_scalars
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "fixtures" / "golden" / "tiny_relshift"
@@ -491,16 +492,6 @@ def read_eval(model_dir, split, step):
     return metrics, [json.loads(line) for line in lines]
 
 
-def eval_scalars(eval_dir):
-    """{(tag, step): value} of the TensorBoard summaries in `eval_dir`."""
-    values = {}
-    for event_file in tf.io.gfile.glob(str(eval_dir / "events.out.*")):
-        for event in tf.compat.v1.train.summary_iterator(event_file):
-            for value in event.summary.value:
-                values[value.tag, event.step] = float(tf.make_ndarray(value.tensor))
-    return values
-
-
 def expected_questions():
     """(id, question, level, label letter) of every dev question, from the data written."""
     return [
@@ -541,7 +532,7 @@ def test_finetune_and_evaluate_writes_every_output(tmp_path, vocab):
     assert (model_dir / "done").is_dir() and (model_dir / "net_config.json").exists()
 
     accuracies = {}
-    scalars = eval_scalars(model_dir / "eval")
+    scalars = summary_scalars(model_dir / "eval")
     for step in (4, 8):
         metrics, predictions = read_eval(model_dir, "dev", step)
         assert metrics["step"] == step and metrics["path"] == str(model_dir / f"model.ckpt-{step}")
@@ -550,7 +541,7 @@ def test_finetune_and_evaluate_writes_every_output(tmp_path, vocab):
         assert all(len(p["logits"]) == 4 for p in predictions)
         check_against_predictions(metrics, predictions)
         for name in ("eval_accuracy", "eval_accuracy_high", "eval_accuracy_mid", "eval_loss"):
-            assert scalars[name, step] == pytest.approx(metrics[name])
+            assert dict(scalars[name])[step] == pytest.approx(metrics[name])
         accuracies[step] = metrics["eval_accuracy"]
 
     best = json.loads((model_dir / "best_result.json").read_text())
