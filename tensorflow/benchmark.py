@@ -499,7 +499,6 @@ def profile_step(step, steps, logdir):
                     else:
                         continue
                     by_type[op_type] += event.duration_ps / 1e9 / steps
-        tf.io.gfile.remove(path)
     matmul = sum(by_type[t] for t in _MATMUL_OPS)
     return {
         "matmul_ms": matmul,
@@ -560,12 +559,13 @@ def run_group(cases, steps, warmup_steps, matmul_sizes, threads=(0, 0), profile_
         for p in precisions
     }
     peak = _peak_memory_bytes()
-    profiles = [
-        profile_step(step, profile_steps, tempfile.mkdtemp(prefix="benchmark_profile_"))
-        if profile_steps
-        else None
-        for _, step, _ in built
-    ]
+    profiles = []
+    for _, step, _ in built:
+        if not profile_steps:
+            profiles.append(None)
+            continue
+        with tempfile.TemporaryDirectory(prefix="benchmark_profile_") as logdir:
+            profiles.append(profile_step(step, profile_steps, logdir))
     results = []
     for (case, _, first), times, profile in zip(built, case_times, profiles, strict=True):
         flop = case.flops_per_example() * case.batch_size
