@@ -8,7 +8,6 @@ import contextlib
 import functools
 import math
 
-import numpy as np
 import tensorflow as tf
 
 # Large enough to remove padded keys from the softmax; applied in float32 so float16 cannot overflow.
@@ -137,7 +136,7 @@ def dropout(x, rate, is_training):
     """Inverted dropout, active only when training; seeded under `random_seed`."""
     if not is_training or rate == 0.0:
         return x
-    return _dropout(rate)(x, dropout_bits(x.shape))
+    return _dropout(rate)(x, dropout_bits(x))
 
 
 # ----------------------------------------------------------------------------------- fused element-wise
@@ -222,16 +221,18 @@ def _apply_dropout(x, bits, rate):
     return tf.where(bits >= threshold, x * scale, tf.zeros_like(x))
 
 
-def dropout_bits(shape):
-    """int16 random bits of `shape` for the fused dropouts: stateless under `random_seed`."""
-    n = int(np.prod(shape))
+def dropout_bits(x):
+    """int16 random bits shaped like `x` (static or dynamic shape) for the fused dropouts: stateless under
+    `random_seed`."""
+    n = tf.size(x)
     words = tf.random.stateless_uniform(
         [(n + 1) // 2], draw_seed(), dtype=tf.int32, minval=None, maxval=None
     )
     bits = tf.reshape(tf.bitcast(words, tf.int16), [-1])
-    if n % 2:
+    static_n = x.shape.num_elements()
+    if static_n is None or static_n % 2:
         bits = bits[:n]
-    return tf.reshape(bits, shape)
+    return tf.reshape(bits, tf.shape(x))
 
 
 @functools.cache
@@ -264,7 +265,7 @@ def post_layer_norm(residual, y, bias, gamma, beta, rate, is_training):
       float [..., d_model] in the compute dtype.
     """
     if is_training and rate > 0.0:
-        return _post_layer_norm(rate)(residual, y, bias, gamma, beta, dropout_bits(y.shape))
+        return _post_layer_norm(rate)(residual, y, bias, gamma, beta, dropout_bits(y))
     return _post_layer_norm(0.0)(residual, y, bias, gamma, beta)
 
 

@@ -92,6 +92,22 @@ def test_dropout_of_an_odd_size_and_a_bad_rate():
         ops.dropout(tf.ones([4]), 1.0, True)
 
 
+def test_dropout_and_the_sublayer_output_in_a_function_of_unknown_batch_size():
+    # A notebook's tf.function with a None batch dimension, training with dropout.
+    gamma, beta = tf.ones([8]), tf.zeros([8])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 5, 8])])
+    def train_forward(x):
+        h = ops.dropout(x, 0.5, True)
+        return h, ops.post_layer_norm(x, h, tf.zeros([8]), gamma, beta, 0.5, True)
+
+    with ops.random_seed(tf.constant([1, 2])):
+        h, y = train_forward(tf.ones([3, 5, 8]))
+    assert h.shape == y.shape == [3, 5, 8]
+    assert set(np.unique(h.numpy())) == {0.0, 2.0}
+    np.testing.assert_allclose(tf.reduce_mean(y, -1), 0.0, atol=1e-5)
+
+
 def test_a_fused_kernel_called_on_many_shapes_traces_each_once(caplog):
     # A model run eagerly (a notebook, the variables' first build) calls each fused chain on several
     # shapes: a single tf.function retraced for each logs TensorFlow's retracing warning.
