@@ -2,7 +2,8 @@
 
 Variables are plain `tf.Variable`s named exactly as in the original checkpoints
 (`model/encoder/layer_0/rel_attn/q/kernel`, ...), created the first time a computation needs them. They are
-stored in float32 and cast to the compute dtype on use; layer norm, softmax and every logit are float32.
+stored in float32 and cast to the compute dtype on use; layer norm, the softmax normalisation and every
+logit are float32.
 
 Nothing here reads absl FLAGS: configuration comes from `ModelConfig` and explicit arguments.
 """
@@ -286,11 +287,6 @@ def check_seq_len(net_config, seq_len, truncate_seq=True, use_decoder=False):
 REL_ATTN_ALGORITHMS = ("rel_shift", "factorized")
 
 
-def _under_tpu_strategy():
-    strategy = tf.distribute.get_strategy()
-    return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
-
-
 def rel_attn_algorithm(net_config, rel_attn_impl=None):
     """The algorithm that computes the relative position term of `net_config.rel_attn_type`.
 
@@ -318,7 +314,7 @@ def rel_attn_algorithm(net_config, rel_attn_impl=None):
         return "null"
     if rel_attn_impl is not None:
         return rel_attn_impl
-    if net_config.rel_attn_type == "factorized" and _under_tpu_strategy():
+    if net_config.rel_attn_type == "factorized" and ops.under_tpu_strategy():
         return "factorized"
     return "rel_shift"
 
@@ -359,7 +355,7 @@ class _AttentionStructure:
         each float [len, d_model] (the original's enc_k_2 is implied by enc_k_1, see
         `ops.factorized_pos_score`); None for rel_attn_type "null".
       seg_mat: bool [batch_size, q_len, k_len], True where the segment term uses "same segment"; or None.
-      func_mask: float [q_len, k_len], 0 where the query or the key is `<cls>` (position 0).
+      func_mask: bool [q_len, k_len], False where the query or the key is `<cls>` (position 0).
       q_len, k_len, q_pow, k_pow: lengths and log2 strides of queries and keys (rel_shift bookkeeping).
     """
 
@@ -626,7 +622,7 @@ class FunnelTFM(tf.Module):
             is_cls = tf.equal(seg_id, data_utils.SEG_ID_CLS)
             seg_mat = same | is_cls[:, :, None] | is_cls[:, None, :]
         # The original zeroes the position/segment terms of <cls> whether or not separate_cls is set.
-        func_mask = tf.pad(tf.ones([seq_len - 1, seq_len - 1], dtype), [[1, 0], [1, 0]])
+        func_mask = tf.pad(tf.ones([seq_len - 1, seq_len - 1], tf.bool), [[1, 0], [1, 0]])
         return _AttentionStructure(algorithm, pos_enc, seg_mat, func_mask, seq_len, seq_len, 0, 0)
 
     def _pool_structure(self, struct, block_idx, pool_q, pool_k, is_training, truncate_seq):
@@ -715,6 +711,7 @@ class FunnelTFM(tf.Module):
 
         # Every score below is [n_head, batch_size, q_len, k_len].
         score = tf.matmul(q_head + r_w_bias[:, None, None] * scale, k_head, transpose_b=True)
+        pos_score, seg = None, None
         if struct.algorithm != "null":
             q_r = q_head + r_r_bias[:, None, None] * scale
             if struct.algorithm == "rel_shift":
@@ -733,17 +730,10 @@ class FunnelTFM(tf.Module):
                 seg_score = tf.einsum(
                     "nbih,snh->nbis", q_head + r_s_bias[:, None, None] * scale, seg_embed
                 )
-                pos_score += tf.where(
-                    struct.seg_mat[None], seg_score[..., 1:2], seg_score[..., 0:1]
-                )
-            # One product with the 0/1 mask for both terms: a pass less over the scores.
-            score += pos_score * struct.func_mask
-        # Masking and softmax in float32: INF would overflow float16.
-        score = tf.cast(score, tf.float32) - ops.INF * tf.cast(
-            attn_mask[None, :, None, :], tf.float32
+                seg = (seg_score, struct.seg_mat)
+        prob = ops.attention_probs(
+            score, pos_score, seg, struct.func_mask, attn_mask, cfg.dropatt, is_training
         )
-        prob = tf.cast(tf.nn.softmax(score, axis=-1), dtype)
-        prob = ops.dropout(prob, cfg.dropatt, is_training)
         attn_vec = tf.transpose(tf.matmul(prob, v_head), [1, 2, 0, 3])
         return self._sublayer_output(scope, "o", q, attn_vec, is_training, n_in=2)
 

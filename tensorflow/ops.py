@@ -1,7 +1,7 @@
 """Low-level ops of the Funnel-Transformer: dense, layer norm, activations, pooling, positional encodings.
 
 Everything here is stateless: variables are owned by `modeling.FunnelTFM` and passed in already cast to the
-compute dtype. Layer norm and softmax run in float32 whatever the compute dtype.
+compute dtype. Layer norm and the softmax normalisation run in float32 whatever the compute dtype.
 """
 
 import contextlib
@@ -10,7 +10,7 @@ import math
 
 import tensorflow as tf
 
-# Large enough to remove padded keys from the softmax; applied in float32 so float16 cannot overflow.
+# Large enough to remove padded keys from the softmax; applied in float32, so float16 cannot overflow.
 INF = 1e6
 
 PRECISIONS = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
@@ -158,20 +158,30 @@ def xla_fusion(enabled):
         _fusion_enabled.pop()
 
 
-def fused(fn):
+def _xla_kernel(fn):
+    kernel = tf.function(fn, jit_compile=True, autograph=False)
+    # Called on every shape of a model (each block length, each head), a kernel is traced once per shape
+    # by design; run eagerly (a notebook, the first build), TensorFlow would log that as suspicious
+    # retracing (a private switch of tf.function; the tests check that no warning shows).
+    kernel._omit_frequent_tracing_warning = True
+    return kernel
+
+
+def fused(fn, linear=False):
     """`fn` as one XLA kernel forward and one backward, under `xla_fusion(True)`.
 
     Args:
-      fn: a function of tensors (integer ones get no gradient) returning one tensor; Python settings go in a
-        closure, so build one `fused` function per setting (see the cached factories below).
+      fn: a function of tensors (non-float ones get no gradient) returning one tensor; Python settings go in
+        a closure, so build one `fused` function per setting (see the cached factories below).
+      linear: `fn` is affine in its float inputs, so its gradient does not depend on their values: the
+        backward pass keeps only their shapes.
     Returns:
       A function with `fn`'s signature. Its gradient recomputes `fn` inside the backward kernel, so nothing
       but the inputs is kept for the backward pass.
     """
-    forward = tf.function(fn, jit_compile=True, autograph=False)
+    forward = _xla_kernel(fn)
 
-    @tf.function(jit_compile=True, autograph=False)
-    def backward(dy, *args):
+    def gradients(dy, args):
         floats = [a for a in args if a.dtype.is_floating]
         with tf.GradientTape() as tape:
             tape.watch(floats)
@@ -179,15 +189,22 @@ def fused(fn):
         grads = iter(tape.gradient(y, floats, output_gradients=dy, unconnected_gradients="zero"))
         return [next(grads) if a.dtype.is_floating else None for a in args]
 
-    # Called on every shape of a model (each block length, each head), a fused chain is traced once per
-    # shape by design; run eagerly (a notebook, the first build), TensorFlow would log that as suspicious
-    # retracing (a private switch of tf.function; the tests check that no warning shows).
-    for kernel in (forward, backward):
-        kernel._omit_frequent_tracing_warning = True
+    @_xla_kernel
+    def backward(dy, *args):
+        return gradients(dy, args)
+
+    @_xla_kernel
+    def linear_backward(dy, float_dtypes, *args):
+        args = [a if d is None else tf.zeros(a, d) for a, d in zip(args, float_dtypes, strict=True)]
+        return gradients(dy, args)
 
     @tf.custom_gradient
     def call(*args):
-        return forward(*args), lambda dy: backward(dy, *args)
+        if not linear:
+            return forward(*args), lambda dy: backward(dy, *args)
+        float_dtypes = tuple(a.dtype if a.dtype.is_floating else None for a in args)
+        kept = [tf.shape(a) if a.dtype.is_floating else a for a in args]
+        return forward(*args), lambda dy: linear_backward(dy, float_dtypes, *kept)
 
     @functools.wraps(fn)
     def run(*args):
@@ -267,6 +284,116 @@ def post_layer_norm(residual, y, bias, gamma, beta, rate, is_training):
     if is_training and rate > 0.0:
         return _post_layer_norm(rate)(residual, y, bias, gamma, beta, dropout_bits(y))
     return _post_layer_norm(0.0)(residual, y, bias, gamma, beta)
+
+
+# ------------------------------------------------------------------------------ attention probabilities
+def under_tpu_strategy():
+    strategy = tf.distribute.get_strategy()
+    return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+
+
+@functools.cache
+def _bfloat16_softmax_is_accurate():
+    """Whether TensorFlow's bfloat16 softmax on this machine's default device normalises in float32, as
+    oneDNN's CPU kernel does (its outputs are then the float32 softmax rounded once). Where oneDNN has no
+    bfloat16 kernel or is switched off (TF_ENABLE_ONEDNN_OPTS=0), Eigen's kernel sums in bfloat16: ~8% off."""
+    with tf.init_scope():
+        logits = tf.cast(tf.cast(tf.linspace(-8.0, 8.0, 4096), tf.bfloat16), tf.float32)
+        exact = tf.nn.softmax(logits)
+        low = tf.cast(tf.nn.softmax(tf.cast(logits, tf.bfloat16)), tf.float32)
+        return float(tf.reduce_max(tf.abs(low - exact) / exact)) < 0.01
+
+
+def _logits_dtype(dtype):
+    """bfloat16 logits for a bfloat16 model where the softmax keeps float32 accuracy (its kernel then
+    reads and writes half the bytes and runs twice as fast); float32 otherwise: INF would overflow
+    float16, and a graph traced with `xla_fusion(False)` (the SavedModel export) must be exact anywhere."""
+    low_precision = dtype == tf.bfloat16 and _fusion_enabled[-1] and not under_tpu_strategy()
+    return tf.bfloat16 if low_precision and _bfloat16_softmax_is_accurate() else tf.float32
+
+
+@functools.cache
+def _attention_logits(logits_dtype, with_position, with_segment):
+    def attention_logits(score, *terms):
+        *terms, pos_mask, pad_mask_bits = terms
+        logits = tf.cast(score, tf.float32)
+        if with_position:
+            position = tf.cast(terms[0], tf.float32)
+            if with_segment:
+                seg_score, seg_mat = terms[1:]
+                same, other = (tf.cast(seg_score[..., i : i + 1], tf.float32) for i in (1, 0))
+                position += tf.where(seg_mat[None], same, other)
+            logits += tf.where(pos_mask, position, 0.0)
+        pad_mask = tf.bitcast(pad_mask_bits, tf.float32)
+        logits -= INF * pad_mask[None, :, None, :]
+        return tf.cast(logits, logits_dtype)
+
+    return fused(attention_logits, linear=True)
+
+
+@functools.cache
+def _softmax_dropout(rate, dtype):
+    """softmax over the last axis, then dropout and the cast to `dtype`. The softmax is TensorFlow's kernel
+    (oneDNN's on CPU, faster than XLA's); the rest, and the whole gradient, run as XLA kernels."""
+
+    def dropped(prob, *bits):
+        prob = tf.cast(prob, tf.float32)
+        return tf.cast(_apply_dropout(prob, bits[0], rate) if bits else prob, dtype)
+
+    def softmax_gradient(dy, prob, *bits):
+        grad = tf.cast(dy, tf.float32)
+        if bits:
+            grad = _apply_dropout(grad, bits[0], rate)
+        prob32 = tf.cast(prob, tf.float32)
+        dlogits = (grad - tf.reduce_sum(grad * prob32, axis=-1, keepdims=True)) * prob32
+        return tf.cast(dlogits, prob.dtype)
+
+    forward, backward = _xla_kernel(dropped), _xla_kernel(softmax_gradient)
+
+    @tf.custom_gradient
+    def call(logits, *bits):
+        prob = tf.nn.softmax(logits, axis=-1)
+        return forward(prob, *bits), lambda dy: [backward(dy, prob, *bits)] + [None] * len(bits)
+
+    def run(logits, *bits):
+        if _fusion_enabled[-1]:
+            return call(logits, *bits)
+        return dropped(tf.nn.softmax(logits, axis=-1), *bits)
+
+    return run
+
+
+def attention_probs(score, pos_score, seg, pos_mask, pad_mask, rate, is_training):
+    """softmax over the keys of `score + (pos_score + segment term) * pos_mask - INF * pad_mask`, then
+    attention dropout: the part of relative attention between its products.
+
+    The logits are summed in float32; the softmax normalises in float32 (see `_logits_dtype` for the
+    bfloat16 logits it may read).
+
+    Args:
+      score: float [n_head, batch_size, q_len, k_len] in the compute dtype, the content term.
+      pos_score: like `score`, the position term; None for absolute position embeddings.
+      seg: None, or (seg_score, seg_mat): float [n_head, batch_size, q_len, 2], the segment term of a
+        different (0) and the same (1) segment, and bool [batch_size, q_len, k_len], True for the same
+        segment.
+      pos_mask: bool [q_len, k_len], False where the position and segment terms are left out (<cls>).
+      pad_mask: float [batch_size, k_len], 1.0 for padded keys.
+    Returns:
+      float [n_head, batch_size, q_len, k_len] in the compute dtype.
+    """
+    dtype = score.dtype
+    logits_dtype = _logits_dtype(dtype)
+    terms = [score]
+    if pos_score is not None:
+        terms += [pos_score, *(seg or ())]
+    # The padding mask as its bits: an integer input gets no gradient (`fused`), and a NaN in a mask
+    # still reaches the loss.
+    terms += [pos_mask, tf.bitcast(tf.cast(pad_mask, tf.float32), tf.int32)]
+    logits = _attention_logits(logits_dtype, pos_score is not None, seg is not None)(*terms)
+    if not is_training and logits_dtype == dtype:
+        return tf.nn.softmax(logits, axis=-1)
+    bits = [dropout_bits(logits)] if is_training and rate > 0.0 else []
+    return _softmax_dropout(rate if bits else 0.0, dtype)(logits, *bits)
 
 
 def pool_tensor(x, mode, separate_cls, truncate_seq):

@@ -1,6 +1,10 @@
 """The fused element-wise kernels (`ops.fused`): the same values and gradients as the plain ops, the dropout
 rate they draw, and where XLA kernels may and may not appear."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,9 +12,10 @@ import tensorflow as tf
 import modeling
 import ops
 import optimization
+from conftest import REPO_ROOT
 from model_test_utils import build, random_batch, tiny_config
 
-TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2}
+TOLERANCE = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 3e-3}
 
 
 def _values_and_gradients(fn, inputs, fusion):
@@ -64,6 +69,122 @@ def test_fused_kernels_match_the_plain_ops(case, precision):
         np.testing.assert_allclose(
             tf.cast(got, tf.float32).numpy(), tf.cast(want, tf.float32).numpy(), atol=tol
         )
+
+
+def _assert_close(got, want, precision):
+    want = tf.cast(want, tf.float32).numpy()
+    tol = TOLERANCE[precision] * max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want, atol=tol)
+
+
+def _attention_inputs(dtype, terms):
+    """Scores [n_head 2, batch 3, q 8, k 8] of relative attention with `terms` among "position",
+    "segment"; the second example's last three keys are padding."""
+    shape = [2, 3, 8, 8]
+    floats = [3.0 * _random(shape, dtype, 1)]
+    if "position" in terms:
+        floats.append(_random(shape, dtype, 2))
+    if "segment" in terms:
+        floats.append(_random(shape[:3] + [2], dtype, 3))
+    seg_id = tf.constant([[2, 0, 0, 0, 1, 1, 1, 1], [2, 0, 0, 1, 1, 1, 1, 1], [2] + [0] * 7])
+    seg_mat = tf.equal(seg_id[:, :, None], seg_id[:, None, :]) | tf.equal(seg_id, 2)[:, None, :]
+    pos_mask = tf.pad(tf.ones([7, 7], tf.bool), [[1, 0], [1, 0]])
+    pad_mask = tf.constant([[0.0] * 8, [0.0] * 5 + [1.0] * 3, [0.0] * 8])
+    return floats, seg_mat, pos_mask, pad_mask
+
+
+def _attention_probs(terms, seg_mat, pos_mask, pad_mask, rate, is_training):
+    def probs(score, *floats):
+        pos_score = floats[0] if "position" in terms else None
+        seg = (floats[1], seg_mat) if "segment" in terms else None
+        return ops.attention_probs(score, pos_score, seg, pos_mask, pad_mask, rate, is_training)
+
+    return probs
+
+
+def _reference_probs(terms, seg_mat, pos_mask, pad_mask):
+    """The formula of the original (SPEC §3.7), in float32."""
+
+    def probs(score, *floats):
+        logits = tf.cast(score, tf.float32)
+        if "position" in terms:
+            extra = tf.cast(floats[0], tf.float32)
+            if "segment" in terms:
+                seg_score = tf.cast(floats[1], tf.float32)
+                extra += tf.where(seg_mat[None], seg_score[..., 1:], seg_score[..., :1])
+            logits += extra * tf.cast(pos_mask, tf.float32)
+        return tf.nn.softmax(logits - ops.INF * pad_mask[None, :, None, :], axis=-1)
+
+    return probs
+
+
+TERMS = {"null": (), "position": ("position",), "position_segment": ("position", "segment")}
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("terms", sorted(TERMS))
+@pytest.mark.parametrize("is_training", [True, False])
+def test_attention_probabilities_and_their_gradients_follow_the_formula(
+    precision, terms, is_training
+):
+    """Without dropout: the original's softmax over masked logits, values and gradients, fused (XLA
+    kernels, bfloat16 logits where the softmax keeps float32 accuracy) and plain."""
+    dtype = ops.PRECISIONS[precision]
+    floats, *masks = _attention_inputs(dtype, TERMS[terms])
+    want = _values_and_gradients(_reference_probs(TERMS[terms], *masks), floats, fusion=False)
+    rate = 0.0 if is_training else 0.1  # inference leaves dropout out
+    probs = _attention_probs(TERMS[terms], *masks, rate=rate, is_training=is_training)
+    for fusion in (True, False):
+        got = _values_and_gradients(probs, floats, fusion=fusion)
+        assert got[0].dtype == dtype
+        for g, w in zip(got, want, strict=True):
+            _assert_close(g, w, precision)
+    # Padded keys get no probability; every row sums to one.
+    prob = tf.cast(got[0], tf.float32)
+    assert float(tf.reduce_max(prob[:, 1, :, 5:])) == 0.0
+    np.testing.assert_allclose(tf.reduce_sum(prob, -1), 1.0, atol=TOLERANCE[precision] * 2)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("bfloat16_softmax", [True, False])
+def test_attention_dropout_fused_and_plain_draw_the_same_masks(
+    precision, bfloat16_softmax, monkeypatch
+):
+    if bfloat16_softmax and not ops._bfloat16_softmax_is_accurate():
+        pytest.skip("this TensorFlow's bfloat16 softmax sums in bfloat16; float32 logits run here")
+    monkeypatch.setattr(ops, "_bfloat16_softmax_is_accurate", lambda: bfloat16_softmax)
+    dtype = ops.PRECISIONS[precision]
+    floats, *masks = _attention_inputs(dtype, TERMS["position_segment"])
+    probs = _attention_probs(TERMS["position_segment"], *masks, rate=0.25, is_training=True)
+    plain = _values_and_gradients(probs, floats, fusion=False)
+    fused = _values_and_gradients(probs, floats, fusion=True)
+    for got, want in zip(fused, plain, strict=True):
+        _assert_close(got, want, precision)
+    dropped = float(tf.reduce_mean(tf.cast(fused[0] == 0, tf.float32)))
+    assert 0.2 < dropped < 0.5  # 25% dropped, beside the padded keys (one entry in eight)
+
+
+def test_bfloat16_logits_only_where_the_softmax_normalises_in_float32():
+    """float16 and an export (`xla_fusion(False)`) keep float32 logits; without oneDNN, TensorFlow's
+    bfloat16 softmax (Eigen's) sums in bfloat16, so bfloat16 models keep float32 logits there too."""
+    assert ops._logits_dtype(tf.float16) == ops._logits_dtype(tf.float32) == tf.float32
+    with ops.xla_fusion(False):
+        assert ops._logits_dtype(tf.bfloat16) == tf.float32
+    program = (
+        "import ops, tensorflow as tf; "
+        "print(ops._bfloat16_softmax_is_accurate(), ops._logits_dtype(tf.bfloat16).name)"
+    )
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")
+    run = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO_ROOT / "tensorflow",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["False", "float32"]
 
 
 def test_dropout_keeps_the_expected_fraction_and_the_expectation():
@@ -148,9 +269,28 @@ def test_a_training_step_runs_its_element_wise_chains_as_xla_kernels_unless_swit
 
     with ops.xla_fusion(fusion):
         graph = step.get_concrete_function().graph
-    kinds = ("bias_activation", "post_layer_norm", "dropout", "backward")
+    kinds = (
+        "bias_activation",
+        "post_layer_norm",
+        "dropout",
+        "attention_logits",
+        "dropped",
+        "softmax_gradient",
+        "backward",
+    )
     compiled = {k for k in kinds if any(k in name for name in _xla_functions(graph))}
     assert compiled == (set(kinds) if fusion else set())
+    # The attention logits are affine in the scores: their backward kernel gets the scores' shapes, not
+    # the [n_head, batch, q_len, k_len] scores, which would otherwise stay in memory for the backward pass.
+    linear_calls = [
+        op
+        for op in ops.graph_operations(graph)
+        if op.type in ("PartitionedCall", "StatefulPartitionedCall")
+        and "linear_backward" in op.get_attr("f").name
+    ]
+    assert len(linear_calls) == (3 if fusion else 0)  # one attention layer in each of three blocks
+    for op in linear_calls:
+        assert [x.dtype.is_floating for x in op.inputs] == [True] + [False] * (len(op.inputs) - 1)
     # The embedding is gathered from the variable's value: a gather from the variable itself would
     # put it in copy-on-read mode, and the optimizer's read would copy the whole table.
     assert not any(op.type == "ResourceGather" for op in ops.graph_operations(graph))

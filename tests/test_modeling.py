@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import model_utils
 import modeling
+import ops
 from model_test_utils import (
     GOLDEN_MODELS,
     assert_round_trip,
@@ -399,7 +400,7 @@ def test_rel_shift_and_factorized_compute_the_same_function(pool_q_only, truncat
 def test_factorized_configs_run_the_factorized_algorithm_only_on_tpu(
     monkeypatch, rel_attn_type, rel_attn_impl, on_tpu, expected
 ):
-    monkeypatch.setattr(modeling, "_under_tpu_strategy", lambda: on_tpu)
+    monkeypatch.setattr(ops, "under_tpu_strategy", lambda: on_tpu)
     config = tiny_config(rel_attn_type=rel_attn_type)
     assert modeling.rel_attn_algorithm(config, rel_attn_impl) == expected
 
