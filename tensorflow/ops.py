@@ -353,7 +353,9 @@ def _softmax_dropout(rate, dtype):
     @tf.custom_gradient
     def call(logits, *bits):
         prob = tf.nn.softmax(logits, axis=-1)
-        return forward(prob, *bits), lambda dy: [backward(dy, prob, *bits)] + [None] * len(bits)
+        # Without dropout or a cast the kernel would only copy the probabilities.
+        out = forward(prob, *bits) if bits or prob.dtype != dtype else prob
+        return out, lambda dy: [backward(dy, prob, *bits)] + [None] * len(bits)
 
     def run(logits, *bits):
         if _fusion_enabled[-1]:
@@ -390,8 +392,6 @@ def attention_probs(score, pos_score, seg, pos_mask, pad_mask, rate, is_training
     # still reaches the loss.
     terms += [pos_mask, tf.bitcast(tf.cast(pad_mask, tf.float32), tf.int32)]
     logits = _attention_logits(logits_dtype, pos_score is not None, seg is not None)(*terms)
-    if not is_training and logits_dtype == dtype:
-        return tf.nn.softmax(logits, axis=-1)
     bits = [dropout_bits(logits)] if is_training and rate > 0.0 else []
     return _softmax_dropout(rate if bits else 0.0, dtype)(logits, *bits)
 
