@@ -158,11 +158,12 @@ def xla_fusion(enabled):
         _fusion_enabled.pop()
 
 
-def _xla_kernel(fn):
+def xla_kernel(fn):
+    """`fn` as a tf.function that XLA compiles, traced once per input shape."""
     kernel = tf.function(fn, jit_compile=True, autograph=False)
-    # Called on every shape of a model (each block length, each head), a kernel is traced once per shape
-    # by design; run eagerly (a notebook, the first build), TensorFlow would log that as suspicious
-    # retracing (a private switch of tf.function; the tests check that no warning shows).
+    # Called on every shape of a model (each block length, each head, each variable shape), a kernel is
+    # traced once per shape by design; run eagerly (a notebook, the first build), TensorFlow would log that
+    # as suspicious retracing (a private switch of tf.function; the tests check that no warning shows).
     kernel._omit_frequent_tracing_warning = True
     return kernel
 
@@ -179,7 +180,7 @@ def fused(fn, linear=False):
       A function with `fn`'s signature. Its gradient recomputes `fn` inside the backward kernel, so nothing
       but the inputs is kept for the backward pass.
     """
-    forward = _xla_kernel(fn)
+    forward = xla_kernel(fn)
 
     def gradients(dy, args):
         floats = [a for a in args if a.dtype.is_floating]
@@ -189,11 +190,11 @@ def fused(fn, linear=False):
         grads = iter(tape.gradient(y, floats, output_gradients=dy, unconnected_gradients="zero"))
         return [next(grads) if a.dtype.is_floating else None for a in args]
 
-    @_xla_kernel
+    @xla_kernel
     def backward(dy, *args):
         return gradients(dy, args)
 
-    @_xla_kernel
+    @xla_kernel
     def linear_backward(dy, float_dtypes, *args):
         args = [a if d is None else tf.zeros(a, d) for a, d in zip(args, float_dtypes, strict=True)]
         return gradients(dy, args)
@@ -348,7 +349,7 @@ def _softmax_dropout(rate, dtype):
         dlogits = (grad - tf.reduce_sum(grad * prob32, axis=-1, keepdims=True)) * prob32
         return tf.cast(dlogits, prob.dtype)
 
-    forward, backward = _xla_kernel(dropped), _xla_kernel(softmax_gradient)
+    forward, backward = xla_kernel(dropped), xla_kernel(softmax_gradient)
 
     @tf.custom_gradient
     def call(logits, *bits):

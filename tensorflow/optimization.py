@@ -21,6 +21,8 @@ import re
 import tensorflow as tf
 from absl import logging
 
+import ops
+
 DECAY_METHODS = ("poly", "cos")
 
 # Names matching these are always weight-decayed; checked before the exclusions (the relative-attention
@@ -225,7 +227,6 @@ class AdamWeightDecay(tf.Module):
         # model's variables as its own.
         self._slots = {}
         self._owners = {}
-        self._update_kernels = {}
 
     def uses_weight_decay(self, name):
         """Whether the variable with checkpoint name `name` is weight-decayed."""
@@ -329,39 +330,50 @@ class AdamWeightDecay(tf.Module):
             )
 
     def _update_variable(self, var, grad, grad_scale, m, v, learning_rate, decay):
-        # `var` is the copy on one device: each copy gets its own kernel.
-        kernel = self._update_kernels.get(var.ref())
-        if kernel is None:
-            kernel = _adam_update_kernel(var, m, v, self.beta_1, self.beta_2, self.epsilon)
-            self._update_kernels[var.ref()] = kernel
+        # `var` is the copy on one device, and so are the handles of the slots here: a tf.function given the
+        # distributed slot variables themselves would keep the first ones it saw (TensorFlow 2.21).
         decay_rate = learning_rate * self.weight_decay_rate if decay else tf.constant(0.0)
-        kernel(tf.convert_to_tensor(grad), grad_scale, learning_rate, decay_rate)
+        _adam_update(
+            var.handle,
+            m.handle,
+            v.handle,
+            tf.convert_to_tensor(grad),
+            grad_scale,
+            learning_rate,
+            decay_rate,
+            self.beta_1,
+            self.beta_2,
+            self.epsilon,
+        )
 
 
-def _adam_update_kernel(var, m, v, beta_1, beta_2, epsilon):
-    """The update of one variable and its slots as one XLA kernel, in place.
+@ops.xla_kernel
+def _adam_update(var, m, v, grad, grad_scale, learning_rate, decay, beta_1, beta_2, epsilon):
+    """One variable's update in place, as one XLA kernel: `var`, `m`, `v` are float32 resource handles.
 
-    A single pass over θ, m, v and g, where TensorFlow's fused Adam kernel after a separate decay (a multiply
-    and an assign) made three; the optimizer is bound by memory traffic, a fifth of a B4-4-4H768 training step
-    on CPU. The kernel holds its variables in its closure: a tf.function that assigns variables passed to it
-    as arguments gave wrong updates under a MirroredStrategy (TensorFlow 2.21, the two-replica test of
-    tests/test_optimization.py). Sparse gradients are densified: the original's moments decay every row at
-    every step.
+    θ ← θ − decay·θ − lr·m/(√v+ε) after the moment updates, in `ResourceApplyAdam`'s arithmetic, for the
+    gradient grad·grad_scale. `learning_rate` already holds the bias correction and `decay` = lr·wd (0 for
+    an undecayed variable), so the decay uses the θ of before the step, as the original. Sparse gradients
+    arrive densified: the original's moments decay every row at every step.
+
+    The optimizer is bound by memory traffic, a fifth of a B4-4-4H768 training step on CPU: one kernel makes
+    a pass over θ, m, v and g where TensorFlow's Adam after a separate decay made three. Taking handles, it
+    is traced and compiled once per shape, not once per variable (a B4-4-4H768 has ~250 variables).
     """
 
-    @functools.partial(tf.function, jit_compile=True, autograph=False)
-    def adam_update(grad, grad_scale, learning_rate, decay):
-        """θ ← θ − decay·θ − lr·m/(√v+ε) after the moment updates, in `ResourceApplyAdam`'s arithmetic, for
-        the gradient grad·grad_scale. `learning_rate` already holds the bias correction and `decay` = lr·wd
-        (0 for an undecayed variable), so the decay uses the θ of before the step, as the original."""
-        grad = grad * grad_scale
-        m_new = m + (grad - m) * (1.0 - beta_1)
-        v_new = v + (tf.square(grad) - v) * (1.0 - beta_2)
-        m.assign(m_new)
-        v.assign(v_new)
-        var.assign(var - decay * var - learning_rate * m_new / (tf.sqrt(v_new) + epsilon))
+    def read(handle):
+        return tf.raw_ops.ReadVariableOp(resource=handle, dtype=tf.float32)
 
-    return adam_update
+    grad = grad * grad_scale
+    theta, m_old, v_old = read(var), read(m), read(v)
+    m_new = m_old + (grad - m_old) * (1.0 - beta_1)
+    v_new = v_old + (tf.square(grad) - v_old) * (1.0 - beta_2)
+    tf.raw_ops.AssignVariableOp(resource=m, value=m_new)
+    tf.raw_ops.AssignVariableOp(resource=v, value=v_new)
+    tf.raw_ops.AssignVariableOp(
+        resource=var,
+        value=theta - decay * theta - learning_rate * m_new / (tf.sqrt(v_new) + epsilon),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
