@@ -1211,6 +1211,22 @@ class FunnelTFM(tf.Module):
             end_logits = end_logits * (1.0 - p_mask) - 1e30 * p_mask
         return tf.nn.log_softmax(end_logits, axis=-1)
 
+    def _squad_encode(self, features, is_training, use_tpu, use_bfloat16, precision):
+        """The SQuAD heads' inputs: (output [batch, seq_len, d_model], the full-length decoder output;
+        p_mask float32 [batch, seq_len]; cls_index int32 [batch])."""
+        output, _, _ = self.extract_hiddens(
+            features["input_ids"],
+            is_training,
+            features["segment_ids"],
+            features["input_mask"],
+            True,
+            use_tpu,
+            use_bfloat16,
+            precision,
+        )
+        p_mask = tf.cast(features["p_mask"], tf.float32)
+        return output, p_mask, tf.cast(features["cls_index"], tf.int32)
+
     def get_squad_loss(
         self,
         features,
@@ -1235,18 +1251,9 @@ class FunnelTFM(tf.Module):
            {"start_log_probs", "end_log_probs" float32 [batch, seq_len], "cls_logits" float32 [batch]}).
         """
         features = dict(zip(features, _as_tensors(*features.values()), strict=True))
-        output, _, _ = self.extract_hiddens(
-            features["input_ids"],
-            is_training,
-            features["segment_ids"],
-            features["input_mask"],
-            True,
-            use_tpu,
-            use_bfloat16,
-            precision,
+        output, p_mask, cls_index = self._squad_encode(
+            features, is_training, use_tpu, use_bfloat16, precision
         )
-        p_mask = tf.cast(features["p_mask"], tf.float32)
-        cls_index = tf.cast(features["cls_index"], tf.int32)
         start_positions = tf.cast(features["start_positions"], tf.int32)
         end_positions = tf.cast(features["end_positions"], tf.int32)
         start_log_probs, cls_logits = self._squad_start(
@@ -1294,18 +1301,9 @@ class FunnelTFM(tf.Module):
           `cls_logits` float32 [batch].
         """
         features = dict(zip(features, _as_tensors(*features.values()), strict=True))
-        output, _, _ = self.extract_hiddens(
-            features["input_ids"],
-            False,
-            features["segment_ids"],
-            features["input_mask"],
-            True,
-            use_tpu,
-            use_bfloat16,
-            precision,
+        output, p_mask, cls_index = self._squad_encode(
+            features, False, use_tpu, use_bfloat16, precision
         )
-        p_mask = tf.cast(features["p_mask"], tf.float32)
-        cls_index = tf.cast(features["cls_index"], tf.int32)
         start_log_probs, cls_logits = self._squad_start(
             output, p_mask, cls_index, use_masked_loss, False, use_answer_class
         )
