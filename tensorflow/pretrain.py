@@ -292,7 +292,7 @@ def make_evaluator(strategy, pretrainer, dataset_fn, num_steps):
         replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
         return dataset_fn(input_context).take(num_steps * replicas)
 
-    @tf.function
+    @tf.function(autograph=False)
     def eval_step(batch):
         loss, monitors = strategy.run(pretrainer.loss_fn, args=(batch, False))
         values = {"loss": loss, **monitors}

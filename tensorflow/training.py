@@ -8,7 +8,9 @@ Scripts call, in this order:
 
 where
   - `loss_fn(features, is_training) -> (loss, monitors)`: `loss` is the float32 scalar loss averaged over the
-    per-replica batch, `monitors` a dict of float scalars to log (may be empty);
+    per-replica batch, `monitors` a dict of float scalars to log (may be empty). It is traced as written,
+    without autograph, like the model: control flow that depends on tensor values needs `tf.cond` or
+    `tf.while_loop` (converting the whole model took seconds of every first call and changed nothing);
   - `dataset_fn(input_context) -> tf.data.Dataset` of per-replica batches (dicts of tensors), repeated;
   - `modules` are the objects whose variables are trained and checkpointed (they have `named_variables()`),
     e.g. `[model]`, or `[model, generator]` for ELECTRA;
@@ -827,8 +829,9 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
 
     if rc.jit_compile:
         # Only this part: the all-reduce and the optimizer's cross-replica update stay outside XLA.
-        forward_backward = tf.function(forward_backward, jit_compile=True)
+        forward_backward = tf.function(forward_backward, jit_compile=True, autograph=False)
 
+    @tf.autograph.experimental.do_not_convert
     def step_fn(features):
         # Dropout and sampling draw from (seed, step, replica): a rerun, or a resumed run, draws the same.
         replica = tf.distribute.get_replica_context()
@@ -1243,13 +1246,14 @@ class Predictor:
 
     Args:
       strategy: the strategy (one host).
-      predict_fn: callable(features) -> dict name -> tensor with a leading per-replica batch dimension.
+      predict_fn: callable(features) -> dict name -> tensor with a leading per-replica batch dimension;
+        traced without autograph, as `train`'s `loss_fn`.
     """
 
     def __init__(self, strategy, predict_fn):
         self.strategy = strategy
 
-        @tf.function
+        @tf.function(autograph=False)
         def predict_step(batch):
             outputs = strategy.run(predict_fn, args=(batch,))
             return {name: strategy.gather(value, axis=0) for name, value in outputs.items()}

@@ -293,6 +293,41 @@ def test_train_logs_saves_and_learns(tmp_path, caplog):
     assert [step for step, _ in evaluated] == [8, 12]
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_loss_and_predict_functions_are_traced_as_written(tmp_path, jit_compile):
+    # Autograph would trace a converted copy of each function (and of the model code it calls), compiled
+    # from a generated file: the code that runs would not be the code written here.
+    traced_files = []
+
+    class Recording(Problem):
+        def loss_fn(self, features, is_training):
+            traced_files.append(sys._getframe().f_code.co_filename)
+            return super().loss_fn(features, is_training)
+
+        def predict_fn(self, features):
+            traced_files.append(sys._getframe().f_code.co_filename)
+            return super().predict_fn(features)
+
+    problem = Recording()
+    strategy = training.get_strategy(flag_values())
+    config = training.RunConfig(
+        model_dir=str(tmp_path / "run"),
+        train_steps=2,
+        train_batch_size=GLOBAL_BATCH,
+        iterations=2,
+        jit_compile=jit_compile,
+    )
+    result = training.train(
+        strategy, problem.loss_fn, problem.dataset_fn, [problem.model], OPT, config
+    )
+    assert result["global_step"] == 2 and np.isfinite(result["loss"])
+    outputs = training.Predictor(strategy, problem.predict_fn)(problem.eval_dataset_fn)
+    assert outputs["logits"].shape == (N_EXAMPLES, 3)
+    # The eager call that builds the variables, the train step's trace, the prediction step's trace.
+    assert len(traced_files) == 3
+    assert set(traced_files) == {__file__}
+
+
 def test_bfloat16_training_converges_as_float32_does(tmp_path):
     # Same weights, seed, dropout masks and batches: only the compute dtype differs.
     init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
