@@ -267,9 +267,10 @@ def submit(strategy, task, processor, tokenizer, special_ids, best):
         logging.info("Wrote %s (the original's all-majority WNLI submission).", path)
         return
     if best is None:
-        best_path = os.path.join(FLAGS.eval_model_dir or FLAGS.model_dir, "best_result.json")
+        # Where --do_eval writes it, also when it evaluated the checkpoints of --eval_model_dir.
+        best_path = os.path.join(FLAGS.model_dir, "best_result.json")
         if not tf.io.gfile.exists(best_path):
-            raise ValueError(f"{best_path} not found: run --do_eval first")
+            raise ValueError(f"{best_path} not found: run --do_eval with this --model_dir first")
         with tf.io.gfile.GFile(best_path) as f:
             best = json.load(f)
     ckpt = best["path"]

@@ -256,6 +256,31 @@ def test_stsb_finetune_then_eval_as_in_the_readme(tmp_path, shared_data, vocab):
     assert not list(model_dir.glob("*.index"))  # no --retain_all / --retain_best
 
 
+@pytest.mark.slow
+def test_eval_model_dir_then_submit_in_a_later_run(tmp_path, shared_data, vocab):
+    """Checkpoints evaluated from another directory (--eval_model_dir): the evaluation's best_result.json
+    goes to --model_dir, and a later --do_submit run with the same flags finds it there."""
+    data_dir = glue_dir(tmp_path, shared_data, "mrpc")
+    common = common_flags("mrpc", data_dir, tmp_path, vocab)
+    train_dir, eval_dir = tmp_path / "exp" / "mrpc", tmp_path / "exp" / "mrpc_eval"
+    run_script("classifier.py", *common, *train_flags(), "--train_steps=8", "--do_train=True")
+    from_train_dir = [*common, f"--eval_model_dir={train_dir}", f"--model_dir={eval_dir}"]
+    run_script(
+        "classifier.py",
+        *from_train_dir,
+        "--do_eval=True",
+        "--retain_best=True",
+        "--eval_batch_size=4",
+    )
+    best = json.loads((eval_dir / "best_result.json").read_text())
+    assert best["path"] == str(train_dir / "model.ckpt-8")
+    assert not (train_dir / "best_result.json").exists()
+
+    run_script("classifier.py", *from_train_dir, "--do_eval=False", "--do_submit=True")
+    rows = (eval_dir / "submit" / "MRPC.tsv").read_text().splitlines()
+    assert rows[0] == "index\tprediction" and len(rows) == 1 + 5
+
+
 def _bad_input_cases(tmp_path, data_dir):
     """(flag overrides, files to write, expected error text) of each bad-input case."""
     train = data_dir / "train.tsv"
