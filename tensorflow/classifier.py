@@ -19,6 +19,7 @@ one), as in the original.
 import startup  # noqa: F401 (first: TensorFlow's start-up lines stay off the console)
 
 # isort: split
+import functools
 import json
 import os
 
@@ -246,17 +247,12 @@ def evaluate(strategy, task, processor, tokenizer, special_ids):
         latest_only=not FLAGS.eval_all_ckpt,
         timeout_secs=FLAGS.eval_timeout,
     )
-    if not results:
-        raise ValueError(
-            f"no checkpoint to evaluate in {ckpt_dir} with step in "
-            f"({FLAGS.eval_start_step}, {FLAGS.eval_end_step}] (--model_dir / --eval_model_dir)"
-        )
-    step, path, metrics = max(
-        results, key=lambda r: classifier_utils.selection_score(processor.name, r[2])
+    best = training.write_best_result(
+        results,
+        functools.partial(classifier_utils.selection_score, processor.name),
+        functools.partial(classifier_utils.best_result_record, processor.name),
+        FLAGS.model_dir,
     )
-    best = classifier_utils.best_result_record(processor.name, metrics, step, path)
-    data_utils.atomic_write_json(os.path.join(FLAGS.model_dir, "best_result.json"), best, indent=4)
-    logging.info("Best eval result: %s", best)
     return results, best
 
 

@@ -24,7 +24,7 @@ import json
 import os
 
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import app, flags
 
 import data_utils
 import modeling
@@ -203,15 +203,12 @@ def evaluate(strategy, task, eval_file, meta):
         FLAGS.eval_end_step,
         timeout_secs=FLAGS.eval_timeout,
     )
-    if not results:
-        raise ValueError(
-            f"no checkpoint to evaluate in {ckpt_dir} with step in "
-            f"({FLAGS.eval_start_step}, {FLAGS.eval_end_step}] (--model_dir / --eval_model_dir)"
-        )
-    step, path, metrics = max(results, key=lambda r: r[2]["eval_accuracy"])
-    best = race_utils.best_result_record(metrics, step, path)
-    data_utils.atomic_write_json(os.path.join(FLAGS.model_dir, "best_result.json"), best, indent=4)
-    logging.info("Best eval result: %s", best)
+    best = training.write_best_result(
+        results,
+        lambda metrics: metrics["eval_accuracy"],
+        race_utils.best_result_record,
+        FLAGS.model_dir,
+    )
     return results, best
 
 

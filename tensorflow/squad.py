@@ -330,19 +330,16 @@ def predict(strategy, task, tokenizer, special_ids):
         FLAGS.eval_end_step,
         timeout_secs=FLAGS.eval_timeout,
     )
-    if not results:
-        raise ValueError(
-            f"no checkpoint to predict with in {FLAGS.model_dir} with step in "
-            f"({FLAGS.eval_start_step}, {FLAGS.eval_end_step}]"
-        )
     if key not in results[0][2]:
         raise ValueError(
             f"--target_eval_key={key!r} is not a metric; metrics: {', '.join(sorted(results[0][2]))}"
         )
-    step, path, metrics = max(results, key=lambda r: r[2][key])
-    best = {"step": step, "path": path, "target_eval_key": key, **metrics}
-    data_utils.atomic_write_json(os.path.join(FLAGS.model_dir, "best_result.json"), best, indent=4)
-    logging.info("Best: step %d, %s %.4f", step, key, metrics[key])
+    best = training.write_best_result(
+        results,
+        lambda metrics: metrics[key],
+        lambda metrics, step, path: {"step": step, "path": path, "target_eval_key": key, **metrics},
+        FLAGS.model_dir,
+    )
     return results, best
 
 

@@ -1155,11 +1155,14 @@ def evaluate_checkpoints(
       start_step, end_step, latest_only, timeout_secs: see `iterate_checkpoints`.
     Returns:
       [(step, checkpoint path, metrics)] of every evaluated step in (start_step, end_step], by step.
+    Raises:
+      ValueError: no checkpoint in that range (and those of `iterate_checkpoints`).
     """
     head, tail = os.path.split(metrics_path)
     step_re = re.compile("^" + re.escape(tail).replace(re.escape("{step}"), r"(\d+)") + "$")
+    tf.io.gfile.makedirs(head)
     done = {}
-    for name in tf.io.gfile.listdir(head) if tf.io.gfile.isdir(head) else []:
+    for name in tf.io.gfile.listdir(head):
         match = step_re.match(name)
         if match:
             with tf.io.gfile.GFile(os.path.join(head, name)) as f:
@@ -1203,10 +1206,34 @@ def evaluate_checkpoints(
             " | ".join(f"{k} {'n/a' if v is None else f'{v:.4g}'}" for k, v in metrics.items()),
         )
     in_range = [s for s in done if s > start_step and (end_step is None or s <= end_step)]
+    if not in_range:
+        raise ValueError(
+            f"no checkpoint to evaluate in {model_dir} with step in ({start_step}, {end_step}] "
+            "(--eval_start_step, --eval_end_step)"
+        )
     return [
         (s, done[s][0], {k: v for k, v in done[s][1].items() if k != "step"})
         for s in sorted(in_range)
     ]
+
+
+def write_best_result(results, score_fn, record_fn, model_dir):
+    """The best of `evaluate_checkpoints`' results, written to `model_dir/best_result.json` (what a
+    later --do_submit and the exports read).
+
+    Args:
+      results: [(step, checkpoint path, metrics)], from `evaluate_checkpoints`.
+      score_fn: callable(metrics) -> float, higher is better; of equal scores the earliest step wins.
+      record_fn: callable(metrics, step, path) -> the JSON record, with "step" and "path".
+      model_dir: where best_result.json goes.
+    Returns:
+      The record.
+    """
+    step, path, metrics = max(results, key=lambda r: score_fn(r[2]))
+    best = record_fn(metrics, step, path)
+    data_utils.atomic_write_json(os.path.join(model_dir, "best_result.json"), best, indent=4)
+    logging.info("Best result: %s", best)
+    return best
 
 
 def delete_checkpoints(paths, keep=()):

@@ -589,6 +589,51 @@ def test_iterate_checkpoints(tmp_path):
     assert [s for s, _ in training.iterate_checkpoints(str(tmp_path), end_step=7)] == [5]
 
 
+def test_evaluate_checkpoints_then_write_best_result(tmp_path):
+    model_dir, metrics_dir = tmp_path / "exp", tmp_path / "exp" / "eval"
+    model_dir.mkdir()
+    for step in (5, 10, 15):
+        for suffix in (".index", ".data-00000-of-00001"):
+            (model_dir / f"model.ckpt-{step}{suffix}").write_text("")
+    (model_dir / training.DONE_MARKER).mkdir()
+    accuracy = {5: 0.5, 10: 0.75, 15: 0.75}
+    evaluated = []
+
+    def evaluate_fn(step, path):
+        evaluated.append((step, path))
+        return {"eval_accuracy": accuracy[step]}
+
+    def evaluate(start_step=-1):
+        return training.evaluate_checkpoints(
+            str(model_dir),
+            evaluate_fn,
+            str(metrics_dir / "dev.ckpt-{step}.metrics.json"),
+            start_step=start_step,
+        )
+
+    results = evaluate()
+    assert results == [
+        (s, str(model_dir / f"model.ckpt-{s}"), {"eval_accuracy": accuracy[s]}) for s in (5, 10, 15)
+    ]
+    best = training.write_best_result(
+        results,
+        lambda metrics: metrics["eval_accuracy"],
+        lambda metrics, step, path: {"step": step, "path": path, "accu": metrics["eval_accuracy"]},
+        str(model_dir),
+    )
+    # Of equal scores the earlier checkpoint wins.
+    expected = {"step": 10, "path": str(model_dir / "model.ckpt-10"), "accu": 0.75}
+    assert best == expected
+    assert json.loads((model_dir / "best_result.json").read_text()) == expected
+
+    # A rerun reads the metrics files instead of evaluating again.
+    assert evaluate() == results and len(evaluated) == 3
+    with pytest.raises(
+        ValueError, match=r"no checkpoint to evaluate in .*exp with step in \(15, None\]"
+    ):
+        evaluate(start_step=15)
+
+
 def test_restore_checkpoint_and_predictor(tmp_path):
     init = make_init_checkpoint(tmp_path / "model.ckpt")
     strategy = training.get_strategy(flag_values())
