@@ -285,6 +285,7 @@ class _EvalData:
             max_answer_length=FLAGS.max_answer_length,
             start_n_top=FLAGS.start_n_top,
             end_n_top=FLAGS.end_n_top,
+            use_answer_class=FLAGS.use_answer_class,
         )
 
     def evaluate(self, predictions, null_odds):

@@ -111,6 +111,7 @@ def decode_predictions(
     max_answer_length=64,
     start_n_top=5,
     end_n_top=5,
+    use_answer_class=True,
 ):
     """Answer text, n-best list and null odds of every example from the model's span beam.
 
@@ -131,6 +132,9 @@ def decode_predictions(
       n_best_size: length of the n-best lists.
       max_answer_length: longest answer, in tokens.
       start_n_top, end_n_top: the beam sizes the model was run with.
+      use_answer_class: whether the model has the answerability head (--use_answer_class); without
+        it `cls_logits` is the start log-probability of <cls>, and the null odds subtract the best
+        span's score, as in the original.
 
     Returns:
       (predictions, nbest, null_odds), each keyed by qas_id, in example order:
@@ -138,7 +142,8 @@ def decode_predictions(
         later, by a threshold on the null odds).
       nbest: list of {"text", "probability", "start_log_prob", "end_log_prob"}, best first; a single
         "" entry (probability 1, log-probabilities -1e6) when no candidate is valid.
-      null_odds: the minimum of `cls_logits` over the example's windows (positive = unanswerable);
+      null_odds: the minimum of `cls_logits` over the example's windows (positive = unanswerable),
+        minus the first n-best entry's start + end log-probability without the answer class;
         `NO_WINDOW_NULL_ODDS` for an example without windows.
 
     Raises:
@@ -203,6 +208,8 @@ def decode_predictions(
             for e, p in zip(entries, probs, strict=True)
         ]
         predictions[example.qas_id] = entries[0]["text"]
+        if not use_answer_class and windows_of[index]:
+            null_score -= entries[0]["start_log_prob"] + entries[0]["end_log_prob"]
         null_odds[example.qas_id] = null_score
     return predictions, nbest, null_odds
 

@@ -340,6 +340,37 @@ def test_decode_predictions_beam_rules():
     assert all(isinstance(v, float) for e in entries for k, v in e.items() if k != "text")
 
 
+def test_null_odds_without_the_answer_class_subtract_the_best_span():
+    """Without the answerability head, cls_logits is log p(start = <cls>) <= 0: the null odds are that
+    minus the best span's log-probability (the original's score_diff), so a likely <cls> start beats a
+    weak span at the default threshold 0."""
+    examples, features = decode_example()
+    predictions, _, null_odds = sm.decode_predictions(
+        examples,
+        features,
+        RESULTS,
+        n_best_size=3,
+        max_answer_length=3,
+        use_answer_class=False,
+        **BEAM,
+    )
+    # min(-1.5, 2.0) - ("beta": -0.2 + -0.1)
+    assert null_odds == {"e0": pytest.approx(-1.5 + 0.3)}
+    weak = {
+        uid: {
+            **r,
+            "cls_logits": np.float32(np.log(0.95)),
+            "end_top_log_probs": r["end_top_log_probs"] - 3,
+        }
+        for uid, r in RESULTS.items()
+    }
+    _, _, null_odds = sm.decode_predictions(
+        examples, features, weak, n_best_size=3, max_answer_length=3, use_answer_class=False, **BEAM
+    )
+    assert null_odds["e0"] == pytest.approx(np.log(0.95) + 3.3, rel=1e-5)
+    assert sm.apply_null_threshold(predictions, null_odds, 0.0) == {"e0": ""}
+
+
 def test_decode_predictions_max_answer_length():
     examples, features = decode_example()
     _, nbest, _ = sm.decode_predictions(
