@@ -19,9 +19,10 @@ where
 What `train` does:
   - creates `global_step` (int64, checkpointed), builds the model variables with one eager call of `loss_fn`
     inside `strategy.scope()`, then the optimizer slots (`<var>/adam_m`, `<var>/adam_v`);
-  - resumes from the latest checkpoint in `model_dir` (variables, slots and global_step); without one, warm
-    starts from `init_checkpoint` by variable name (all variables with `init_global_vars`, else the
-    trainable ones only; SPEC §4.4);
+  - resumes from the latest checkpoint in `model_dir` (variables, slots and global_step; the input goes on
+    where that run was in it); without one, warm starts from `init_checkpoint` by variable name (all
+    variables with `init_global_vars`, the step count too, else the trainable ones only; SPEC §4.4), and
+    reads the input from its start;
   - runs a `tf.function` that performs up to `iterations` steps per call. Each step computes per-replica
     gradients, averages them across replicas (all-reduce MEAN), clips the average once by its global norm
     (`OptimizerConfig.gradient_scales`) and applies AdamW, so N replicas give the same weights as one
@@ -894,7 +895,10 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
     if is_chief and tf.io.gfile.exists(done_marker):
         tf.io.gfile.rmtree(done_marker)  # training goes on: more checkpoints will come
     writer = tf.summary.create_file_writer(rc.model_dir) if is_chief else None
-    iterator = iter(strategy.distribute_datasets_from_function(_resumed(dataset_fn, step)))
+    # A warm start (init_checkpoint with init_global_vars) keeps the step count but has trained on none
+    # of this input; only a resume in model_dir skips what it consumed.
+    resumed_at = step if latest else 0
+    iterator = iter(strategy.distribute_datasets_from_function(_resumed(dataset_fn, resumed_at)))
     logging.info("Training from step %d to %d.", step, rc.train_steps)
 
     logged = {}

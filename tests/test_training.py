@@ -518,7 +518,8 @@ def test_warm_start_trainable_only_or_all(tmp_path):
     first_batch = {k: tf.constant(v[:GLOBAL_BATCH]) for k, v in check.data.items()}
     check.loss_fn(first_batch, False)
     training.restore_checkpoint([check.model], trained)
-    assert result["loss"] == pytest.approx(float(check.loss_fn(first_batch, False)[0]), abs=1e-5)
+    loss_of_first_batch = float(check.loss_fn(first_batch, False)[0])
+    assert result["loss"] == pytest.approx(loss_of_first_batch, abs=1e-5)
 
     # With init_global_vars: global_step (3 >= train_steps) and the slots come from the checkpoint.
     problem, result = run_training(
@@ -526,6 +527,13 @@ def test_warm_start_trainable_only_or_all(tmp_path):
     )
     assert result == {"global_step": 3}
     assert_same_weights(weights(problem), {k: saved[k] for k in weights(problem)}, atol=0)
+    # The step count goes on, but the input is read from its start: unlike a resume in the same
+    # model_dir, a warm start has trained on none of it (step 4 would otherwise take the 4th batch).
+    _, result = run_training(
+        strategy, tmp_path / "c", trained, train_steps=4, init_global_vars=True, log_freq=1
+    )
+    assert result["global_step"] == 4
+    assert result["loss"] == pytest.approx(loss_of_first_batch, abs=1e-5)
 
 
 def test_float16_loss_scale_skips_non_finite_steps(tmp_path):
