@@ -47,8 +47,6 @@ _INEXPRESSIBLE_HEADS = {
         "model/answer_class/",
     ),
 }
-# Training state, never exported: the step, Adam's slots, the ELECTRA generator.
-_TRAINING_STATE_RE = re.compile(r"(^global_step$|/adam_[mv]$|^generator/)")
 
 # (our name under a layer, Hugging Face's name under the layer, our shape, conversion). Shape letters:
 # D d_model, N n_head, H d_head, F d_inner, 2 the two segment classes.
@@ -171,7 +169,12 @@ def plan_export(net_config, shapes, head="auto", cls_scope=None, base_model=Fals
         raise ValueError(f"--head={head!r} must be one of {', '.join(HEADS)}")
     check_expressible(net_config)
     names = set(shapes)
-    model_names = {n for n in names if not _TRAINING_STATE_RE.search(n)}
+    # Never exported: the training state and the ELECTRA generator.
+    model_names = {
+        n
+        for n in names
+        if not (model_utils.TRAINING_STATE_RE.search(n) or n.startswith("generator/"))
+    }
     scopes = sorted(m.group(1) for n in model_names if (m := _CLS_LOGIT_RE.match(n)))
     found = [("classification", s) for s in scopes]
     if f"{_RACE_LOGITS}/kernel" in model_names:

@@ -18,8 +18,9 @@ from absl import logging
 import data_utils
 
 _CKPT_STEP_RE = re.compile(r"-(\d+)$")
-# Optimizer state and the step counter: skipped quietly when a warm start does not use them.
-_QUIET_UNUSED_RE = re.compile(r"(/adam_m$|/adam_v$|^global_step$)")
+# The training state a checkpoint holds besides the model: the step counter, Adam's slots and the float16
+# loss scale. A warm start that does not use them skips them quietly; exports leave them out.
+TRAINING_STATE_RE = re.compile(r"^global_step$|/adam_[mv]$|^loss_scale/")
 
 
 def _variable_name(var):
@@ -260,7 +261,7 @@ def init_from_checkpoint(objects, init_checkpoint, trainable_only=False):
     logging.info("Loaded %d variables from %s", len(loaded), path)
     for name in missing:
         logging.info("Not in checkpoint, kept initial value: %s", name)
-    reported = [n for n in unused if not _QUIET_UNUSED_RE.search(n)]
+    reported = [n for n in unused if not TRAINING_STATE_RE.search(n)]
     if reported:
         groups = sorted({"/".join(n.split("/")[:3]) for n in reported})
         logging.info(
@@ -274,7 +275,7 @@ def init_from_checkpoint(objects, init_checkpoint, trainable_only=False):
 
 
 def export_core_checkpoint(src_checkpoint, dst_path):
-    """Writes a "core-only" copy of a checkpoint: no optimizer slots, no generator, no global_step.
+    """Writes a "core-only" copy of a checkpoint: no training state (`TRAINING_STATE_RE`), no generator.
 
     This is the role of the original `modify_ckpt.py --finetune_only`.
     Returns:
@@ -292,9 +293,7 @@ def export_core_checkpoint(src_checkpoint, dst_path):
     names = sorted(
         name
         for name in reader.get_variable_to_shape_map()
-        if not (
-            name.startswith("global_step") or "adam" in name.lower() or "generator" in name.lower()
-        )
+        if not (TRAINING_STATE_RE.search(name) or name.startswith("generator/"))
     )
     if not names:
         raise ValueError(f"checkpoint {path} holds no core model variables")

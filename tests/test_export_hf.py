@@ -335,6 +335,9 @@ def test_full_pretraining_checkpoint_leaves_training_state_out(trained, tmp_path
         tf.Variable(tf.zeros([D, F]), name="model/encoder/layer_0/ff/layer_1/kernel/adam_m"),
         tf.Variable(tf.zeros([D, F]), name="model/encoder/layer_0/ff/layer_1/kernel/adam_v"),
         tf.Variable(tf.zeros([8, 8]), name="generator/encoder/layer_0/ff/layer_1/kernel"),
+        # A float16 run's dynamic loss scale.
+        tf.Variable(2.0**15, name="loss_scale/current_loss_scale"),
+        tf.Variable(3, dtype=tf.int64, name="loss_scale/good_steps"),
     ]
     model_dir = trained.model_dir("full", heads=("mlm",), extra=extra)
     with pytest.raises(ValueError, match=r"MLM head .*--head=none"):
@@ -342,7 +345,12 @@ def test_full_pretraining_checkpoint_leaves_training_state_out(trained, tmp_path
     plan, _, t, _ = export(model_dir, tmp_path / "none", head="none")
     assert plan.architecture == "FunnelModel"
     assert shapes(t) == HF_LAYOUTS["FunnelModel"]
-    assert {"global_step", "generator/encoder/layer_0/ff/layer_1/kernel"} <= set(plan.left_out)
+    assert {
+        "global_step",
+        "generator/encoder/layer_0/ff/layer_1/kernel",
+        "loss_scale/current_loss_scale",
+        "loss_scale/good_steps",
+    } <= set(plan.left_out)
     assert "model/lm_proj/dense/kernel" in plan.left_out
 
     plan, _, t, _ = export(model_dir, tmp_path / "base", head="none", base_model=True)

@@ -255,13 +255,15 @@ def test_a_variable_created_after_the_load_with_another_shape_is_refused(tmp_pat
         target.get_classification_loss(tf.constant([0, 1]), ids, 5, False, "task", seg, mask)
 
 
-def test_export_core_checkpoint_drops_optimizer_generator_and_step(tmp_path):
+def test_export_core_checkpoint_drops_optimizer_generator_step_and_loss_scale(tmp_path):
     model = modeling.FunnelTFM(tiny_config())
     build(model)
     extra = [
         tf.Variable(tf.zeros([2]), name="model/input/layer_norm/gamma/adam_m"),
         tf.Variable(tf.zeros([3]), name="generator/lm_loss/bias"),
         tf.Variable(5, dtype=tf.int64, name="global_step"),
+        tf.Variable(2.0**15, name="loss_scale/current_loss_scale"),
+        tf.Variable(3, dtype=tf.int64, name="loss_scale/good_steps"),
     ]
     src = model_utils.save_checkpoint([model, *extra], str(tmp_path / "full" / "model.ckpt-5"))
     names = model_utils.export_core_checkpoint(src, str(tmp_path / "core" / "model.ckpt"))
