@@ -13,7 +13,8 @@ than one chunk this is exactly the original's global shuffle. All randomness com
 generator seeded by (`--pass_id`, `--task`), so a run is reproducible byte for byte.
 
 Output, per task: `data.{split}.pass-{pass_id}.seq-{seq_len}.{uncased|cased}.tfrecord-{task}-of-{num_task}`
-and the meta json `meta.{...}.json-{task}-of-{num_task}` = {"filenames": [...], "num_example": n}.
+and the meta json `meta.{...}.json-{task}-of-{num_task}` = {"filenames": [...], "num_example": n,
+"file_bytes": [...]}.
 Each tf.train.Example holds int64 features:
   input    [seq_len]   token ids `[cls] A [sep] B [sep]`
   seg_id   [seq_len]   SEG_ID_CLS for cls, SEG_ID_A for A and its sep, SEG_ID_B for B and its sep
@@ -338,7 +339,11 @@ def create_pretrain_data(
             carry_tokens, carry_sent_ids = tokens[begin:], sent_ids[begin:]
     progress.log()
 
-    meta = {"filenames": [os.path.basename(record_path)], "num_example": progress.records}
+    meta = {
+        "filenames": [os.path.basename(record_path)],
+        "num_example": progress.records,
+        "file_bytes": [tf.io.gfile.stat(record_path).length],
+    }
     data_utils.atomic_write_json(meta_path, meta)
     logging.info("Wrote %d records to %s", progress.records, record_path)
     return record_path, progress.records

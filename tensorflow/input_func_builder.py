@@ -79,23 +79,41 @@ def get_record_info(
                 with tf.io.gfile.GFile(meta_path) as f:
                     meta = json.load(f)
                 names, count = meta["filenames"], int(meta["num_example"])
+                file_bytes = meta.get("file_bytes")
+                if file_bytes is not None and (
+                    len(file_bytes) != len(names) or not all(isinstance(b, int) for b in file_bytes)
+                ):
+                    raise ValueError("file_bytes is not one size per file")
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{meta_path}: not a valid meta file ({e})") from None
             if count > 0:
                 paths = [os.path.join(os.path.dirname(meta_path), n) for n in names]
-                _check_records(meta_path, paths, count)
+                _check_records(meta_path, paths, count, file_bytes)
                 filenames.extend(paths)
                 num_example += count
     return filenames, num_example
 
 
-def _check_records(meta_path, paths, count):
-    """The record files a meta file lists exist, are whole, and hold the `num_example` it says."""
-    found = 0
+def _check_records(meta_path, paths, count, file_bytes=None):
+    """The record files a meta file lists exist and are whole.
+
+    With the `file_bytes` create_pretrain_data.py records, each file's size must be its own: a stat, so
+    a large corpus starts at once. A meta file without them (the original's) has every record header
+    read, and the records must be the `num_example` it says.
+    """
     for path in paths:
         if not tf.io.gfile.exists(path):
             raise ValueError(f"{meta_path} lists {path}, which does not exist")
-        found += data_utils.count_tfrecords(path)
+    if file_bytes is not None:
+        for path, expected in zip(paths, file_bytes, strict=True):
+            size = tf.io.gfile.stat(path).length
+            if size != expected:
+                raise ValueError(
+                    f"{path} is truncated or was replaced: {size} bytes, but {meta_path} says "
+                    f"{expected}"
+                )
+        return
+    found = sum(data_utils.count_tfrecords(path) for path in paths)
     if found != count:
         raise ValueError(
             f"{meta_path} says num_example {count}, but its record files hold {found} records"

@@ -534,7 +534,7 @@ def _run():
         opt_config = optimization.OptimizerConfig.from_flags(FLAGS)
         run_config = training.RunConfig.from_flags(FLAGS)
         training.write_run_config(strategy, net_config, FLAGS.model_dir)
-        # The record files are listed (every header read) only after a checksum error.
+        # The record files are listed again only after a checksum error.
         with data_utils.naming_corrupt_records(lambda: _record_files("train")):
             training.train(
                 strategy, pretrainer.loss_fn, dataset_fn, pretrainer.modules, opt_config, run_config

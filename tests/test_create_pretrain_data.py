@@ -2,6 +2,7 @@
 
 import collections
 import json
+import os
 import random
 import re
 import string
@@ -115,7 +116,11 @@ def test_records_have_the_documented_layout(
         (tmp_path / "out" / "meta.train.pass-0.seq-64.uncased.json-00000-of-00001").read_text()
     )
     records = read_records(record_path)
-    assert meta == {"filenames": [record_path.rsplit("/", 1)[1]], "num_example": len(records)}
+    assert meta == {
+        "filenames": [record_path.rsplit("/", 1)[1]],
+        "num_example": len(records),
+        "file_bytes": [os.path.getsize(record_path)],
+    }
     assert num == len(records) > 20
 
     cls_id, sep_id = vocab.index("<cls>"), vocab.index("<sep>")

@@ -376,6 +376,18 @@ def test_num_example_counts_passes_and_directories(data):
     )
 
 
+def test_record_files_are_checked_by_size_without_reading_them(data, monkeypatch):
+    """create_pretrain_data.py records each file's size in the meta file: a start-up checks sizes only
+    (reading every record header would read the whole corpus on every start and host)."""
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read")
+
+    monkeypatch.setattr(data_utils, "count_tfrecords", no_reading)
+    files, count = ifb.get_record_info([str(data["root"] / "tasks")], "train", SEQ_LEN)
+    assert len(files) == 4 and count > 0
+
+
 def test_bad_arguments_raise_clear_errors(data, tmp_path):
     for num_predict in (0, SEQ_LEN - 3):
         with pytest.raises(ValueError, match=rf"--num_predict={num_predict} must be in \(0, "):

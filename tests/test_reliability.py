@@ -152,9 +152,14 @@ def damage_records(corpus_dir, tmp_path, how):
     meta_path = sorted(records.glob("meta.train.*"))[0]
     meta = json.loads(meta_path.read_text())
     record = records / meta["filenames"][0]
-    if how == "truncated_record_file":
+    if how.startswith("truncated_record_file"):
         record.write_bytes(record.read_bytes()[:-7])
-        return records, f"{record} is truncated"
+        if how == "truncated_record_file_original_meta":
+            # The original's meta file records no sizes: the record headers are read instead.
+            del meta["file_bytes"]
+            meta_path.write_text(json.dumps(meta))
+            return records, f"{record} is truncated or corrupt: record"
+        return records, f"{record} is truncated or was replaced: {record.stat().st_size} bytes"
     if how == "corrupt_record":
         data = bytearray(record.read_bytes())
         data[30] ^= 0x10  # inside the first record's payload, which starts at byte 12
@@ -163,6 +168,12 @@ def damage_records(corpus_dir, tmp_path, how):
     if how == "meta_lists_a_missing_file":
         record.unlink()
         return records, f"{meta_path} lists {record}, which does not exist"
+    if how == "meta_file_bytes_malformed":
+        meta["file_bytes"] = [1, 2]
+        meta_path.write_text(json.dumps(meta))
+        return records, f"{meta_path}: not a valid meta file (file_bytes is not one size per file)"
+    # An original-format meta file (no sizes) whose count is wrong.
+    del meta["file_bytes"]
     meta["num_example"] += 3
     meta_path.write_text(json.dumps(meta))
     return records, f"{meta_path} says num_example {meta['num_example']}"
@@ -173,8 +184,10 @@ def damage_records(corpus_dir, tmp_path, how):
     "how",
     [
         "truncated_record_file",
+        "truncated_record_file_original_meta",
         "corrupt_record",
         "meta_lists_a_missing_file",
+        "meta_file_bytes_malformed",
         "meta_count_disagrees",
     ],
 )
