@@ -73,7 +73,7 @@ flags.DEFINE_enum(
     "tokenizer_type",
     None,
     list(tokenization.TOKENIZER_TYPES),
-    "Default: the type of the vocabulary found in --model_dir.",
+    "Default: what the vocabulary's name implies (*.model: sent_piece, else word_piece).",
 )
 flags.DEFINE_string(
     "tokenizer_path",
@@ -95,14 +95,9 @@ def _checkpoint():
 
 
 def _tokenizer():
-    tokenizer_type, path, uncased = FLAGS.tokenizer_type, FLAGS.tokenizer_path, FLAGS.uncased
-    if not path:
-        # The vocabulary lookup of `FunnelTFM.from_pretrained`.
-        tokenizer_type, path, found_uncased = modeling._find_vocabulary(
-            FLAGS.model_dir, tokenizer_type
-        )
-        uncased = found_uncased if uncased is None else uncased
-    return tokenization.get_tokenizer(tokenizer_type or "word_piece", path, uncased)
+    return tokenization.get_model_dir_tokenizer(
+        FLAGS.model_dir, FLAGS.tokenizer_type, FLAGS.tokenizer_path, FLAGS.uncased
+    )
 
 
 def _run():

@@ -319,28 +319,6 @@ def rel_attn_algorithm(net_config, rel_attn_impl=None):
     return "rel_shift"
 
 
-_VOCABULARIES = (
-    ("vocab.uncased.txt", "word_piece", True),
-    ("vocab.cased.txt", "word_piece", False),
-    ("vocab.txt", "word_piece", True),
-)
-
-
-def _find_vocabulary(model_dir, tokenizer_type=None):
-    """(tokenizer_type, path, uncased) of the vocabulary file in a checkpoint directory."""
-    candidates = [(f"{model_dir}/{name}", kind, uncased) for name, kind, uncased in _VOCABULARIES]
-    for path in sorted(tf.io.gfile.glob(f"{model_dir}/*.model")):
-        name = path.rsplit("/", 1)[-1].lower()
-        candidates.append((path, "sent_piece", "uncased" in name or "cased" not in name))
-    for path, kind, uncased in candidates:
-        if tokenizer_type in (None, kind) and tf.io.gfile.exists(path):
-            return kind, path, uncased
-    names = ", ".join(name for name, _, _ in _VOCABULARIES)
-    raise ValueError(
-        f"no vocabulary in {model_dir} (looked for {names}, *.model): pass tokenizer_path"
-    )
-
-
 def _as_tensors(*values):
     """Python lists and numpy arrays as tensors, converted once; tensors and None pass through."""
     return [None if v is None else tf.convert_to_tensor(v) for v in values]
@@ -413,7 +391,9 @@ class FunnelTFM(tf.Module):
           checkpoint: a checkpoint prefix; default the newest checkpoint in `model_dir`.
           tokenizer_type, tokenizer_path, uncased: default the vocabulary found in `model_dir`, in this
             order: `vocab.uncased.txt` (word_piece, uncased), `vocab.cased.txt` (word_piece, cased),
-            `vocab.txt` (word_piece, uncased), `*.model` (sent_piece, uncased unless its name says cased).
+            `vocab.txt` (word_piece, uncased), `*.model` (sent_piece, uncased unless its name says
+            cased); the type and case of a given `tokenizer_path` default to what its name implies
+            (`tokenization.get_model_dir_tokenizer`).
           scope, rel_attn_impl: as for the constructor.
         Returns:
           (FunnelTFM, tokenizer).
@@ -422,17 +402,12 @@ class FunnelTFM(tf.Module):
             config does not describe the checkpoint).
         """
         net_config = ModelConfig.init_from_json(f"{model_dir}/net_config.json")
-        if tokenizer_path is None:
-            tokenizer_type, tokenizer_path, found_uncased = _find_vocabulary(
-                model_dir, tokenizer_type
-            )
-            uncased = found_uncased if uncased is None else uncased
-        tokenizer = tokenization.get_tokenizer(
-            tokenizer_type or "word_piece", tokenizer_path, uncased
+        tokenizer = tokenization.get_model_dir_tokenizer(
+            model_dir, tokenizer_type, tokenizer_path, uncased
         )
         if tokenizer.get_vocab_size() != net_config.vocab_size:
             raise ValueError(
-                f"{tokenizer_path} has {tokenizer.get_vocab_size()} entries but {model_dir}/"
+                f"{tokenizer.path} has {tokenizer.get_vocab_size()} entries but {model_dir}/"
                 f"net_config.json says vocab_size {net_config.vocab_size}"
             )
         checkpoint = model_utils.resolve_checkpoint(checkpoint or model_dir)

@@ -431,6 +431,52 @@ class SentencePieceTokenizer(Tokenizer):
         return token.startswith(SPIECE_UNDERLINE) or token in _SPM_START_PUNCT
 
 
+# The vocabulary files a checkpoint directory may hold, in the order they are looked for (then *.model).
+MODEL_DIR_VOCABULARIES = ("vocab.uncased.txt", "vocab.cased.txt", "vocab.txt")
+
+
+def vocabulary_settings(path):
+    """(tokenizer_type, uncased) that a vocabulary file's name implies: `*.model` is sentencepiece, any
+    other file word-piece; cased when the name says "cased" and not "uncased" (`vocab.cased.txt`,
+    `spiece.cased.model`), uncased otherwise."""
+    name = os.path.basename(path).lower()
+    tokenizer_type = "sent_piece" if name.endswith(".model") else "word_piece"
+    return tokenizer_type, "uncased" in name or "cased" not in name
+
+
+def get_model_dir_tokenizer(model_dir, tokenizer_type=None, tokenizer_path=None, uncased=None):
+    """The tokenizer of a checkpoint directory (`FunnelTFM.from_pretrained`, the exports).
+
+    Args:
+      model_dir: the directory; searched for `MODEL_DIR_VOCABULARIES`, then `*.model`, when
+        `tokenizer_path` is None (only files of `tokenizer_type` when it is given).
+      tokenizer_type, uncased: default what the vocabulary's name implies (`vocabulary_settings`).
+      tokenizer_path: the vocabulary file; default the one found in `model_dir`.
+    Raises:
+      ValueError: no vocabulary in `model_dir`, or what `get_tokenizer` raises.
+    """
+    if not tokenizer_path:
+        candidates = [os.path.join(model_dir, name) for name in MODEL_DIR_VOCABULARIES]
+        candidates += sorted(tf.io.gfile.glob(os.path.join(model_dir, "*.model")))
+        found = [
+            p
+            for p in candidates
+            if tokenizer_type in (None, vocabulary_settings(p)[0]) and tf.io.gfile.exists(p)
+        ]
+        if not found:
+            raise ValueError(
+                f"no vocabulary in {model_dir} (looked for {', '.join(MODEL_DIR_VOCABULARIES)}, "
+                "*.model): pass tokenizer_path"
+            )
+        tokenizer_path = found[0]
+    implied_type, implied_uncased = vocabulary_settings(tokenizer_path)
+    return get_tokenizer(
+        tokenizer_type or implied_type,
+        tokenizer_path,
+        implied_uncased if uncased is None else uncased,
+    )
+
+
 def get_tokenizer(tokenizer_type=None, tokenizer_path=None, uncased=None):
     """Loads a word-piece or sentencepiece tokenizer.
 

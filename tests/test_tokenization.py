@@ -5,6 +5,7 @@ published BERT outputs), not recorded from this implementation.
 """
 
 import io
+import pathlib
 import pickle
 import unicodedata
 
@@ -377,6 +378,36 @@ def test_sentencepiece_start_and_func_tokens(spm_path):
             piece.startswith("\u2581") or piece in set('!"#$%&()*+,-./:;?@[\\]^_`{|}~')
         ) and not (piece.startswith("<") and piece.endswith(">") and piece != "<unk>")
         assert tok.is_start_id(i) == expected, piece
+
+
+def test_model_dir_tokenizer_found_or_given_takes_type_and_case_from_the_name(spm_path, tmp_path):
+    model_dir = tmp_path / "ckpt"
+    model_dir.mkdir()
+    with pytest.raises(ValueError, match=f"no vocabulary in {model_dir} .*pass tokenizer_path"):
+        tokenization.get_model_dir_tokenizer(str(model_dir))
+    vocab = pathlib.Path(bert_vocab_path()).read_text()
+    (model_dir / "spiece.cased.model").write_bytes(pathlib.Path(spm_path).read_bytes())
+    found = tokenization.get_model_dir_tokenizer(str(model_dir))
+    assert isinstance(found, tokenization.SentencePieceTokenizer) and not found.uncased
+    (model_dir / "vocab.cased.txt").write_text(vocab)
+    found = tokenization.get_model_dir_tokenizer(str(model_dir))  # vocab files come first
+    assert isinstance(found, tokenization.WordPieceTokenizer) and not found.uncased
+    assert found.path == str(model_dir / "vocab.cased.txt")
+    only_spm = tokenization.get_model_dir_tokenizer(str(model_dir), tokenizer_type="sent_piece")
+    assert only_spm.path == str(model_dir / "spiece.cased.model")
+
+    # A path given elsewhere: its name still sets the defaults; the arguments override them.
+    elsewhere = tmp_path / "vocab.cased.txt"
+    elsewhere.write_text(vocab)
+    given = tokenization.get_model_dir_tokenizer(str(model_dir), tokenizer_path=str(elsewhere))
+    assert given.path == str(elsewhere) and not given.uncased
+    forced = tokenization.get_model_dir_tokenizer(
+        str(model_dir), tokenizer_path=str(elsewhere), uncased=True
+    )
+    assert forced.uncased
+    assert tokenization.vocabulary_settings("gs://b/vocab.uncased.txt") == ("word_piece", True)
+    assert tokenization.vocabulary_settings("x/vocab.txt") == ("word_piece", True)
+    assert tokenization.vocabulary_settings("x/30k-clean.model") == ("sent_piece", True)
 
 
 def test_sentencepiece_not_a_model(tmp_path):
