@@ -187,6 +187,14 @@ def _load_json(path):
     return data["data"]
 
 
+def _check_json_type(path, what, value, expected):
+    """`value`, or a one-line ValueError naming the file when it is not of the JSON type `expected`."""
+    if not isinstance(value, expected):
+        kind = {dict: "an object", list: "a list", str: "a string"}[expected]
+        raise ValueError(f"{path}: {what} is not {kind} ({value!r:.100})")
+    return value
+
+
 def _answer_problem(context, answer):
     """None if `answer` (a json answer) matches its offset in `context`, else what is wrong."""
     text, start = answer.get("text"), answer.get("answer_start")
@@ -211,17 +219,26 @@ def load_squad_examples(path, is_training, version):
     articles = _load_json(path)
     examples, skipped = [], []
     for article in articles:
-        for paragraph in article.get("paragraphs", ()):
+        _check_json_type(path, "an article", article, dict)
+        for paragraph in _check_json_type(
+            path, "'paragraphs'", article.get("paragraphs", []), list
+        ):
+            _check_json_type(path, "a paragraph", paragraph, dict)
             if "context" not in paragraph or "qas" not in paragraph:
                 raise ValueError(f"{path}: a paragraph lacks 'context' or 'qas'")
-            context = paragraph["context"]
-            for qa in paragraph["qas"]:
+            context = _check_json_type(path, "a 'context'", paragraph["context"], str)
+            for qa in _check_json_type(path, "'qas'", paragraph["qas"], list):
+                _check_json_type(path, "a question", qa, dict)
                 qas_id = qa.get("id")
                 if qas_id is None or "question" not in qa:
                     raise ValueError(f"{path}: a question lacks 'id' or 'question' ({qa!r:.200})")
                 if "answers" not in qa:
                     raise ValueError(f"{path}: question {qas_id} has no 'answers'")
-                answers = qa["answers"]
+                answers = _check_json_type(
+                    path, f"the 'answers' of question {qas_id}", qa["answers"], list
+                )
+                for answer in answers:
+                    _check_json_type(path, f"an answer of question {qas_id}", answer, dict)
                 is_impossible = version == "v2" and bool(qa.get("is_impossible", False))
                 texts = [] if is_impossible else [a.get("text", "") for a in answers]
                 text, start_char = "", -1

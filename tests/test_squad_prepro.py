@@ -477,6 +477,36 @@ def test_missing_answers_names_file_and_question(tmp_path):
             sp.read_squad_examples(path, is_training, "v2")
 
 
+def _first_question(data):
+    return data["data"][0]["paragraphs"][1]["qas"][0]  # id r0-e
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d["data"].append("article"), r"an article is not an object \('article'\)"),
+        (lambda d: d["data"][0].update(paragraphs={}), r"'paragraphs' is not a list"),
+        (lambda d: d["data"][0]["paragraphs"][0].update(context=3), r"a 'context' is not a string"),
+        (
+            lambda d: _first_question(d).update(answers=None),
+            r"the 'answers' of question r0-e is not a list \(None\)",
+        ),
+        (
+            lambda d: _first_question(d).update(answers=["Paris"]),
+            r"an answer of question r0-e is not an object \('Paris'\)",
+        ),
+    ],
+)
+def test_malformed_structure_is_one_line_naming_the_file(tmp_path, damage, message):
+    data = synthetic_squad()
+    damage(data)
+    path = write_json(tmp_path, data, "odd.json")
+    for is_training in (True, False):
+        with pytest.raises(ValueError, match=r"odd\.json: " + message) as err:
+            sp.read_squad_examples(path, is_training, "v2")
+        assert "\n" not in str(err.value)
+
+
 def test_invalid_json_is_one_line_naming_the_file(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"data": [', encoding="utf-8")
