@@ -146,6 +146,15 @@ def _validate_flags():
             raise ValueError(f"--{flag} must be > 0, got {getattr(FLAGS, flag)}")
     if FLAGS.start_n_top > FLAGS.max_seq_length or FLAGS.end_n_top > FLAGS.max_seq_length:
         raise ValueError("--start_n_top and --end_n_top must not exceed --max_seq_length")
+    if (
+        FLAGS.do_predict
+        and FLAGS.eval_version == "v2"
+        and FLAGS.target_eval_key not in (squad_metrics.V2_SCORES)
+    ):
+        raise ValueError(
+            f"--target_eval_key={FLAGS.target_eval_key!r} is not a SQuAD 2.0 score: one of "
+            f"{', '.join(squad_metrics.V2_SCORES)}"
+        )
 
 
 def _target_eval_key():

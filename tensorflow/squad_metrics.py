@@ -293,6 +293,22 @@ def _best_threshold(raw_scores, has_ans, odds):
     return 100.0 * best_score / len(raw_scores), best_thresh
 
 
+# The scores of `evaluate_v2` a checkpoint can be selected by (--target_eval_key); the HasAns/NoAns ones
+# exist only when the evaluation set has such questions.
+V2_SCORES = (
+    "best_f1",
+    "best_exact",
+    "f1",
+    "exact",
+    "HasAns_f1",
+    "HasAns_exact",
+    "NoAns_f1",
+    "NoAns_exact",
+    "has_ans_f1",
+    "has_ans_exact",
+)
+
+
 def evaluate_v2(examples, predictions, null_odds, na_prob_thresh=1.0):
     """The official SQuAD v2.0 metrics, plus the original's best-threshold search.
 

@@ -329,10 +329,20 @@ def test_bad_squad_examples(tmp_path, change, message):
         assert json.loads(meta.read_text())["skipped_ids"] == ["q1"]
 
 
-def test_squad_flags_are_validated(tmp_path):
-    result = run_squad("--do_predict", *common_flags(tmp_path, "vocab.txt"))
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ([], "--predict_file is required"),
+        (
+            ["--predict_file=dev.json", "--target_eval_key=bestf1"],
+            "--target_eval_key='bestf1' is not a SQuAD 2.0 score: one of best_f1, best_exact, f1",
+        ),
+    ],
+)
+def test_squad_flags_are_validated_before_any_work(tmp_path, flags, message):
+    result = run_squad("--do_predict", *flags, *common_flags(tmp_path, "vocab.txt"))
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == "squad.py: error: --predict_file is required"
+    assert result.stderr.strip().splitlines()[-1].startswith(f"squad.py: error: {message}")
 
 
 @pytest.fixture

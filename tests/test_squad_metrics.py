@@ -122,6 +122,9 @@ def test_evaluate_v2_official_numbers():
     # exact (1 + 0 + 0 + 1) / 4 = 0.5; f1 (1 + 2/3 + 0 + 1) / 4 = 2/3.
     assert out["has_ans_exact"] == pytest.approx(0.5)
     assert out["has_ans_f1"] == pytest.approx(2 / 3)
+    # --target_eval_key is checked against these before any prediction runs.
+    scores = {k for k in out if not k.endswith(("_thresh", "total"))}
+    assert scores == set(sm.V2_SCORES)
 
 
 def test_evaluate_v2_drops_golds_that_normalize_to_empty():
