@@ -246,6 +246,17 @@ def evaluate(strategy, task, processor, tokenizer, special_ids):
         FLAGS.eval_end_step,
         latest_only=not FLAGS.eval_all_ckpt,
         timeout_secs=FLAGS.eval_timeout,
+        settings=training.flag_settings(
+            FLAGS,
+            (
+                "eval_model_dir",
+                "task_name",
+                "data_dir",
+                "max_seq_length",
+                "tokenizer_path",
+                "uncased",
+            ),
+        ),
     )
     best = training.write_best_result(
         results,

@@ -202,6 +202,17 @@ def evaluate(strategy, task, eval_file, meta):
         FLAGS.eval_start_step,
         FLAGS.eval_end_step,
         timeout_secs=FLAGS.eval_timeout,
+        settings=training.flag_settings(
+            FLAGS,
+            (
+                "eval_model_dir",
+                "data_dir",
+                "max_seq_length",
+                "max_qa_length",
+                "tokenizer_path",
+                "uncased",
+            ),
+        ),
     )
     best = training.write_best_result(
         results,

@@ -157,6 +157,26 @@ def _validate_flags():
         )
 
 
+# What a checkpoint's predictions and metrics depend on.
+_PREDICTION_FLAGS = (
+    "model_dir",
+    "predict_file",
+    "eval_version",
+    "max_seq_length",
+    "max_query_length",
+    "doc_stride",
+    "tokenizer_path",
+    "uncased",
+    "n_best_size",
+    "max_answer_length",
+    "start_n_top",
+    "end_n_top",
+    "use_answer_class",
+    "search_threshold",
+    "na_threshold",
+)
+
+
 def _target_eval_key():
     """--target_eval_key; the original forced f1 for v1, whose metrics have no best_* keys."""
     return "f1" if FLAGS.eval_version == "v1" else FLAGS.target_eval_key
@@ -340,6 +360,7 @@ def predict(strategy, task, tokenizer, special_ids):
         FLAGS.eval_start_step,
         FLAGS.eval_end_step,
         timeout_secs=FLAGS.eval_timeout,
+        settings=training.flag_settings(FLAGS, _PREDICTION_FLAGS),
     )
     if key not in results[0][2]:
         raise ValueError(

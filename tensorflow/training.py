@@ -1142,12 +1142,15 @@ def evaluate_checkpoints(
     end_step=None,
     latest_only=False,
     timeout_secs=0,
+    settings=None,
 ):
     """Evaluates every checkpoint of `model_dir` (see `iterate_checkpoints`), each once.
 
-    A checkpoint whose metrics file exists was evaluated before: it is not evaluated again, and the
-    metrics of checkpoints the clean-up has deleted since still count, so a rerun, or an evaluation job
-    restarted after a kill, ends with the same results (delete the files to evaluate again).
+    A checkpoint whose metrics file exists with the same `settings` was evaluated before: it is not
+    evaluated again, and the metrics of checkpoints the clean-up has deleted since still count, so a
+    rerun, or an evaluation job restarted after a kill, ends with the same results (delete the files to
+    evaluate again). A metrics file written with other settings (another evaluation file, length or
+    decoding option) is evaluated again where its checkpoint still exists, and left out otherwise.
 
     Args:
       model_dir: the checkpoints' directory.
@@ -1157,6 +1160,8 @@ def evaluate_checkpoints(
         and `path` added) is written last, so it marks a complete evaluation.
       writer: a `tf.summary` writer for the metrics, or None.
       start_step, end_step, latest_only, timeout_secs: see `iterate_checkpoints`.
+      settings: a JSON-able dict of what the metrics depend on besides the checkpoint; kept in each
+        metrics file.
     Returns:
       [(step, checkpoint path, metrics)] of every evaluated step in (start_step, end_step], by step.
     Raises:
@@ -1171,6 +1176,10 @@ def evaluate_checkpoints(
         if match:
             with tf.io.gfile.GFile(os.path.join(head, name)) as f:
                 record = json.load(f)
+            # Compared as JSON: a tuple setting reads back as a list.
+            if record.pop("settings", None) != json.loads(json.dumps(settings)):
+                logging.info("%s was evaluated with other settings: not used.", name)
+                continue
             done[int(match.group(1))] = (record.pop("path"), record)
     for step, path in iterate_checkpoints(
         model_dir, start_step, end_step, latest_only=latest_only, timeout_secs=timeout_secs
@@ -1184,6 +1193,8 @@ def evaluate_checkpoints(
         metrics = evaluate_fn(step, path)
         eval_secs = time.monotonic() - started
         record = {"step": step, "path": path, **metrics}
+        if settings is not None:
+            record["settings"] = settings
         data_utils.atomic_write_json(metrics_path.format(step=step), record, indent=4)
         if writer is not None:
             with writer.as_default(step=step):
@@ -1238,6 +1249,11 @@ def write_best_result(results, score_fn, record_fn, model_dir):
     data_utils.atomic_write_json(os.path.join(model_dir, "best_result.json"), best, indent=4)
     logging.info("Best result: %s", best)
     return best
+
+
+def flag_settings(flag_values, names):
+    """{name: value} of the flags `names`, the `settings` of `evaluate_checkpoints`."""
+    return {name: getattr(flag_values, name) for name in names}
 
 
 def delete_checkpoints(paths, keep=()):

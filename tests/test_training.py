@@ -611,12 +611,13 @@ def test_evaluate_checkpoints_then_write_best_result(tmp_path):
         evaluated.append((step, path))
         return {"eval_accuracy": accuracy[step]}
 
-    def evaluate(start_step=-1):
+    def evaluate(start_step=-1, settings=None):
         return training.evaluate_checkpoints(
             str(model_dir),
             evaluate_fn,
             str(metrics_dir / "dev.ckpt-{step}.metrics.json"),
             start_step=start_step,
+            settings=settings,
         )
 
     results = evaluate()
@@ -636,6 +637,19 @@ def test_evaluate_checkpoints_then_write_best_result(tmp_path):
 
     # A rerun reads the metrics files instead of evaluating again.
     assert evaluate() == results and len(evaluated) == 3
+    # Unless they were written with other settings (another dev file): then the checkpoints that still
+    # exist are evaluated again, and the metrics of a deleted one no longer count.
+    for suffix in (".index", ".data-00000-of-00001"):
+        (model_dir / f"model.ckpt-5{suffix}").unlink()
+    other = {"data_dir": "glue/other", "max_seq_length": 32}
+    accuracy.update({10: 0.25, 15: 0.5})
+    assert evaluate(settings=other) == [
+        (s, str(model_dir / f"model.ckpt-{s}"), {"eval_accuracy": accuracy[s]}) for s in (10, 15)
+    ]
+    assert [s for s, _ in evaluated[3:]] == [10, 15]
+    record = json.loads((metrics_dir / "dev.ckpt-10.metrics.json").read_text())
+    assert record["settings"] == other and record["eval_accuracy"] == 0.25
+    assert len(evaluate(settings=other)) == 2 and len(evaluated) == 5
     with pytest.raises(
         ValueError, match=r"no checkpoint to evaluate in .*exp with step in \(15, None\]"
     ):
