@@ -110,7 +110,7 @@ def pretrain_meta_name(split, pass_id, seq_len, uncased, task, num_task):
     """Base name of the JSON meta file of `pretrain_record_name`, e.g.
 
     `meta.train.pass-0.seq-512.uncased.json-00000-of-00001`. It holds
-    `{"filenames": [record base names], "num_example": n}`.
+    `{"filenames": [record base names], "num_example": n, "file_bytes": [sizes]}`.
     """
     return format_filename(
         f"meta.{split}.pass-{pass_id}", f"json-{task:05d}-of-{num_task:05d}", seq_len, uncased

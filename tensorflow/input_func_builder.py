@@ -23,11 +23,14 @@ original, the pad positions get `SEG_ID_PAD`, and the truncated boundary list is
 `seq_len - stride` so that the last word before the new sep stays a whole-word candidate.
 """
 
+import collections
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
+from absl import logging
 
 import data_utils
 
@@ -36,6 +39,7 @@ SAMPLE_STRATEGIES = ("single_token", "whole_word", "token_span", "word_span")
 # token_span/word_span lay spans out over words with slots shorter by this factor (about 1.2 word
 # pieces per word), the original's constant.
 _TOKENS_PER_WORD = 1.2
+_TASK_SUFFIX_RE = re.compile(r"json-(\d+)-of-(\d+)$")
 
 
 def _split_dirs(record_dirs: str | Sequence[str]) -> list[str]:
@@ -74,6 +78,7 @@ def get_record_info(
             raise ValueError(
                 f"record directory {record_dir!r} has no meta file of a pass < num_passes={num_passes}"
             )
+        _check_task_sets(record_dir, metas)
         for meta_path in metas:
             try:
                 with tf.io.gfile.GFile(meta_path) as f:
@@ -92,6 +97,34 @@ def get_record_info(
                 filenames.extend(paths)
                 num_example += count
     return filenames, num_example
+
+
+def _check_task_sets(record_dir, metas):
+    """Each pass's meta files come from one create_pretrain_data.py run: a second run with another
+    --num_task into the same directory would have its text read twice. A set with tasks missing (still
+    being written) is read as it is, with a warning."""
+    tasks = collections.defaultdict(set)
+    for meta_path in metas:
+        match = _TASK_SUFFIX_RE.search(meta_path)
+        if match:
+            tasks[data_utils.meta_pass_id(meta_path), int(match.group(2))].add(int(match.group(1)))
+    for pass_id in sorted({p for p, _ in tasks}):
+        totals = sorted(n for p, n in tasks if p == pass_id)
+        if len(totals) > 1:
+            raise ValueError(
+                f"record directory {record_dir!r} holds pass {pass_id} meta files of runs with "
+                f"--num_task {' and '.join(map(str, totals))}: their text would be read twice; delete "
+                "one set"
+            )
+        found = len(tasks[pass_id, totals[0]])
+        if found < totals[0]:
+            logging.warning(
+                "Record directory %s has %d of the %d task meta files of pass %d.",
+                record_dir,
+                found,
+                totals[0],
+                pass_id,
+            )
 
 
 def _check_records(meta_path, paths, count, file_bytes=None):

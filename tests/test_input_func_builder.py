@@ -1,6 +1,8 @@
 """Tests of the pretraining input pipeline on records made from the real text (or written text)."""
 
 import json
+import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -386,6 +388,33 @@ def test_record_files_are_checked_by_size_without_reading_them(data, monkeypatch
     monkeypatch.setattr(data_utils, "count_tfrecords", no_reading)
     files, count = ifb.get_record_info([str(data["root"] / "tasks")], "train", SEQ_LEN)
     assert len(files) == 4 and count > 0
+
+
+def test_meta_files_of_two_runs_with_different_num_task_are_refused(data, tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(data["root"] / "tasks", mixed)
+    single = data_utils.pretrain_meta_name("train", 0, SEQ_LEN, True, 0, 1)
+    shutil.copy(data["root"] / "train" / single, mixed / single)
+    with pytest.raises(ValueError, match=r"pass 0 meta files of runs with --num_task 1 and 4"):
+        ifb.get_record_info([str(mixed)], "train", SEQ_LEN)
+    # Another pass may come from a run with another --num_task.
+    (mixed / single).rename(mixed / data_utils.pretrain_meta_name("train", 1, SEQ_LEN, True, 0, 1))
+    shutil.copy(
+        data["root"] / "train" / data_utils.pretrain_record_name("train", 0, SEQ_LEN, True, 0, 1),
+        mixed,
+    )
+    files, _ = ifb.get_record_info([str(mixed)], "train", SEQ_LEN, num_passes=2)
+    assert len(files) == 5
+
+
+def test_a_task_set_with_tasks_missing_is_read_with_a_warning(data, tmp_path, caplog):
+    partial = tmp_path / "partial"
+    shutil.copytree(data["root"] / "tasks", partial)
+    (partial / data_utils.pretrain_meta_name("train", 0, SEQ_LEN, True, 3, 4)).unlink()
+    with caplog.at_level(logging.WARNING):
+        files, _ = ifb.get_record_info([str(partial)], "train", SEQ_LEN)
+    assert len(files) == 3
+    assert f"Record directory {partial} has 3 of the 4 task meta files of pass 0." in caplog.text
 
 
 def test_bad_arguments_raise_clear_errors(data, tmp_path):
