@@ -136,6 +136,7 @@ def _create_tfrecord(split, tokenizer, special_ids):
         FLAGS.max_seq_length,
         FLAGS.max_qa_length,
         overwrite_data=FLAGS.overwrite_data,
+        seed=FLAGS.seed,
     )
 
 

@@ -322,8 +322,9 @@ def create_tfrecord(
 ):
     """Converts a split to a cached tfrecord, or reuses the cached one.
 
-    The meta json ({"num_real_examples", "num_examples", "num_high_examples"}) is written after the tfrecord,
-    so its presence marks a complete cache. Training examples are shuffled with `seed` before writing.
+    The meta json ({"num_real_examples", "num_examples", "num_high_examples"}, and "shuffle_seed" for
+    training) is written after the tfrecord, so its presence marks a complete cache. Training examples are
+    shuffled with `seed` before writing; a training cache shuffled with another seed is rebuilt.
 
     Args:
       split: "train", "dev" or "test".
@@ -342,8 +343,13 @@ def create_tfrecord(
     if not overwrite_data and tf.io.gfile.exists(meta_path) and tf.io.gfile.exists(record_path):
         with tf.io.gfile.GFile(meta_path) as f:
             meta = json.load(f)
-        logging.info("Use cached %s (%d questions).", record_path, meta["num_examples"])
-        return record_path, meta
+        # A cache from before the seed was recorded was shuffled with seed 0.
+        if split != "train" or meta.get("shuffle_seed", 0) == seed:
+            logging.info("Use cached %s (%d questions).", record_path, meta["num_examples"])
+            return record_path, meta
+        logging.info(
+            "%s was shuffled with seed %s: rebuilding it.", record_path, meta["shuffle_seed"]
+        )
 
     examples = read_examples(data_dir, split)
     if split == "train":
@@ -363,6 +369,8 @@ def create_tfrecord(
         "num_examples": len(examples),
         "num_high_examples": sum(e.level == "high" for e in examples),
     }
+    if split == "train":
+        meta["shuffle_seed"] = seed
     data_utils.atomic_write_json(meta_path, meta, indent=4)
     return record_path, meta
 

@@ -401,9 +401,19 @@ def test_tfrecord_cache_and_index(tmp_path, tokenizer, special_ids):
     assert list(labels) == list(index["label_ids"])
 
     # The cache is used as long as its meta file exists, even without the raw data.
-    train_path, train_meta = race_utils.create_tfrecord(
-        "train", str(data_dir), str(out), tokenizer, special_ids, 32, 8
-    )
+    def train_order(seed):
+        path, meta = race_utils.create_tfrecord(
+            "train", str(data_dir), str(out), tokenizer, special_ids, 32, 8, seed=seed
+        )
+        train_index = race_utils.read_record_index(path)
+        pairs = zip(train_index["example_id"], train_index["question_index"], strict=True)
+        return (path, meta), list(pairs)
+
+    # Another --seed rebuilds the training cache with its own shuffle.
+    (_, seed_1_meta), seed_1_order = train_order(1)
+    (train_path, train_meta), seed_0_order = train_order(0)
+    assert seed_1_meta["shuffle_seed"] == 1 and train_meta["shuffle_seed"] == 0
+    assert seed_1_order != seed_0_order and sorted(seed_1_order) == sorted(seed_0_order)
     assert train_meta["num_examples"] == 10
     for level_dir in (data_dir / "train").iterdir():
         for f in level_dir.iterdir():
