@@ -319,11 +319,18 @@ class _EvalData:
         )
 
     def evaluate(self, predictions, null_odds):
-        """The metrics of FLAGS.eval_version and the null threshold the answers use."""
+        """The metrics of FLAGS.eval_version and the null threshold the answers use.
+
+        v2's exact, f1 and HasAns/NoAns scores are taken at that threshold: they are the official
+        scores of the final answers written.
+        """
         if FLAGS.eval_version == "v1":
             return squad_metrics.evaluate_v1(self.examples, predictions), None
-        metrics = squad_metrics.evaluate_v2(self.examples, predictions, null_odds)
-        threshold = metrics["best_f1_thresh"] if FLAGS.search_threshold else FLAGS.na_threshold
+        threshold = FLAGS.na_threshold
+        if FLAGS.search_threshold:
+            searched = squad_metrics.evaluate_v2(self.examples, predictions, null_odds)
+            threshold = searched["best_f1_thresh"]
+        metrics = squad_metrics.evaluate_v2(self.examples, predictions, null_odds, threshold)
         return metrics, threshold
 
     def write(self, output_dir, prefix, predictions, nbest, null_odds):

@@ -267,11 +267,16 @@ def test_squad_script_trains_predicts_every_checkpoint_and_ensembles(tmp_path, s
         final = json.loads(pathlib.Path(f"{prefix}.final_predictions.json").read_text())
         metrics = json.loads(pathlib.Path(f"{prefix}.metrics.json").read_text())
         assert set(predictions) == set(null_odds) == set(nbest) == set(final) == ids
-        # The metrics file is the official evaluation of the written predictions.
-        expected = squad_metrics.evaluate_v2(examples, predictions, null_odds)
+        # The metrics file is the official evaluation of the written predictions at the null
+        # threshold of the final answers (--na_threshold 0): exact and f1 are the final answers'.
+        expected = squad_metrics.evaluate_v2(examples, predictions, null_odds, na_prob_thresh=0.0)
         for key, value in expected.items():
             assert metrics[key] == pytest.approx(value), key
         assert final == squad_metrics.apply_null_threshold(predictions, null_odds, 0.0)
+        of_final = squad_metrics.evaluate_v2(examples, final, {q: 0.0 for q in ids})
+        assert (metrics["exact"], metrics["f1"]) == pytest.approx(
+            (of_final["exact"], of_final["f1"])
+        )
         assert all(abs(sum(e["probability"] for e in nbest[q]) - 1) < 1e-4 for q in ids)
     steps = {2: None, 4: None}
     for step in steps:
@@ -290,10 +295,11 @@ def test_squad_script_trains_predicts_every_checkpoint_and_ensembles(tmp_path, s
     answers = json.loads((tmp_path / "ensemble.json").read_text())
     metrics = json.loads((tmp_path / "ensemble.ensemble.metrics.json").read_text())
     assert set(answers) == ids
-    # With the searched threshold the written answers score best_f1.
+    # With the searched threshold the written answers score best_f1, the f1 the metrics report.
     assert squad_metrics.evaluate_v2(examples, answers, {q: 0.0 for q in ids})[
         "f1"
     ] == pytest.approx(metrics["best_f1"])
+    assert metrics["f1"] == pytest.approx(metrics["best_f1"])
 
 
 @pytest.mark.slow
