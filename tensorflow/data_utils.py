@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import struct
 import sys
 import time
@@ -129,6 +130,13 @@ def meta_pass_id(meta_path):
     if len(fields) < 3 or not fields[2].startswith("pass-") or not fields[2][5:].isdigit():
         raise ValueError(f"{meta_path}: not a pretraining meta file name (meta.SPLIT.pass-N....)")
     return int(fields[2][5:])
+
+
+def meta_task(meta_path):
+    """(task, num_task) of a meta file name, e.g. (3, 8) for `...json-00003-of-00008`; None for a name
+    without the task suffix."""
+    match = re.search(r"json-(\d+)-of-(\d+)$", os.path.basename(meta_path))
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _remove_file_or_tree(path):

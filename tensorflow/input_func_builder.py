@@ -26,7 +26,6 @@ original, the pad positions get `SEG_ID_PAD`, and the truncated boundary list is
 import collections
 import json
 import os
-import re
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
@@ -39,7 +38,6 @@ SAMPLE_STRATEGIES = ("single_token", "whole_word", "token_span", "word_span")
 # token_span/word_span lay spans out over words with slots shorter by this factor (about 1.2 word
 # pieces per word), the original's constant.
 _TOKENS_PER_WORD = 1.2
-_TASK_SUFFIX_RE = re.compile(r"json-(\d+)-of-(\d+)$")
 
 
 def _split_dirs(record_dirs: str | Sequence[str]) -> list[str]:
@@ -105,9 +103,9 @@ def _check_task_sets(record_dir, metas):
     being written) is read as it is, with a warning."""
     tasks = collections.defaultdict(set)
     for meta_path in metas:
-        match = _TASK_SUFFIX_RE.search(meta_path)
-        if match:
-            tasks[data_utils.meta_pass_id(meta_path), int(match.group(2))].add(int(match.group(1)))
+        task = data_utils.meta_task(meta_path)
+        if task is not None:
+            tasks[data_utils.meta_pass_id(meta_path), task[1]].add(task[0])
     for pass_id in sorted({p for p, _ in tasks}):
         totals = sorted(n for p, n in tasks if p == pass_id)
         if len(totals) > 1:

@@ -3,8 +3,9 @@
     python tensorflow/modify_ckpt.py --src_ckpt=exp/pretrain --tgt_ckpt=exp/core/model.ckpt
 
 drops the optimizer slots (`*/adam_m`, `*/adam_v`), the ELECTRA generator (`generator/*`),
-`global_step` and a float16 run's loss scale (`loss_scale/*`), keeping the discriminator (`model/*`, including its pretraining heads), as the original
-`modify_ckpt.py --finetune_only` did. The released "-ELEC-TF" checkpoints are of this kind.
+`global_step` and a float16 run's loss scale (`loss_scale/*`), keeping the discriminator (`model/*`,
+including its pretraining heads), as the original `modify_ckpt.py --finetune_only` did. The released
+"-ELEC-TF" checkpoints are of this kind.
 """
 
 import startup  # noqa: F401 (first: TensorFlow's start-up lines stay off the console)

@@ -149,7 +149,7 @@ def _validate_flags():
     if (
         FLAGS.do_predict
         and FLAGS.eval_version == "v2"
-        and FLAGS.target_eval_key not in (squad_metrics.V2_SCORES)
+        and FLAGS.target_eval_key not in squad_metrics.V2_SCORES
     ):
         raise ValueError(
             f"--target_eval_key={FLAGS.target_eval_key!r} is not a SQuAD 2.0 score: one of "

@@ -1170,14 +1170,15 @@ def evaluate_checkpoints(
     head, tail = os.path.split(metrics_path)
     step_re = re.compile("^" + re.escape(tail).replace(re.escape("{step}"), r"(\d+)") + "$")
     tf.io.gfile.makedirs(head)
+    # Compared as JSON: a tuple setting reads back as a list.
+    settings_as_read = json.loads(json.dumps(settings))
     done = {}
     for name in tf.io.gfile.listdir(head):
         match = step_re.match(name)
         if match:
             with tf.io.gfile.GFile(os.path.join(head, name)) as f:
                 record = json.load(f)
-            # Compared as JSON: a tuple setting reads back as a list.
-            if record.pop("settings", None) != json.loads(json.dumps(settings)):
+            if record.pop("settings", None) != settings_as_read:
                 logging.info("%s was evaluated with other settings: not used.", name)
                 continue
             done[int(match.group(1))] = (record.pop("path"), record)
