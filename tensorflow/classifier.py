@@ -158,6 +158,7 @@ def _create_tfrecord(processor, split, tokenizer, special_ids, data_dir=None, ou
         overwrite_data=FLAGS.overwrite_data,
         shuffle_examples=FLAGS.shuffle_examples,
         num_passes=FLAGS.num_passes,
+        seed=FLAGS.seed,
     )
 
 

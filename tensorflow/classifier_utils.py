@@ -16,7 +16,6 @@ QQP as the original reported them, Pearson and Spearman correlations for STS-B.
 import collections
 import csv
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -608,9 +607,11 @@ def create_tfrecord(
 ):
     """Converts a split to a cached tfrecord, or reuses the cached one.
 
-    The meta json ({"num_real_examples", "num_examples"}) is written after the tfrecord, so its presence
-    marks a complete cache. Training examples are shuffled (with `seed`) before writing when
-    `shuffle_examples`, and repeated `num_passes` times.
+    The meta json ({"num_real_examples", "num_examples", "settings"}) is written after the tfrecord, so
+    its presence marks a complete cache. Training examples are shuffled (with `seed`) before writing when
+    `shuffle_examples`, and repeated `num_passes` times. A cache made with other settings (task,
+    data_dir, tokenizer, length, shuffle, passes) is rebuilt: MNLI's matched and mismatched dev sets, for
+    one, share a cache name.
 
     Args:
       processor: `DataProcessor` of the task.
@@ -624,14 +625,25 @@ def create_tfrecord(
       (tfrecord path, meta dict).
     """
     record_path, meta_path = tfrecord_paths(output_dir, tokenizer.name, max_seq_length, split)
-    if not overwrite_data and tf.io.gfile.exists(meta_path) and tf.io.gfile.exists(record_path):
-        with tf.io.gfile.GFile(meta_path) as f:
-            meta = json.load(f)
-        logging.info("Use cached %s (%d examples).", record_path, meta["num_examples"])
-        return record_path, meta
+    is_training = split == "train"
+    settings = {
+        "task": processor.name,
+        "data_dir": data_dir,
+        "split": split,
+        "skip_incomplete_rows": processor.skip_incomplete_rows,
+        **data_utils.tokenizer_settings(tokenizer),
+        "max_seq_length": max_seq_length,
+        "shuffle_seed": seed if is_training and shuffle_examples else None,
+        "num_passes": num_passes if is_training else 1,
+    }
+    if not overwrite_data:
+        meta = data_utils.read_cached_meta(meta_path, settings, [record_path])
+        if meta is not None:
+            logging.info("Use cached %s (%d examples).", record_path, meta["num_examples"])
+            return record_path, meta
 
     examples = processor.get_examples(data_dir, split)
-    if split == "train" and shuffle_examples:
+    if settings["shuffle_seed"] is not None:
         np.random.RandomState(seed).shuffle(examples)
     tf.io.gfile.makedirs(output_dir)
     label_list = None if processor.is_regression else list(processor.labels)
@@ -643,9 +655,9 @@ def create_tfrecord(
         tokenizer.convert_text_to_ids,
         special_ids,
         record_path,
-        num_passes if split == "train" else 1,
+        settings["num_passes"],
     )
-    meta = {"num_real_examples": len(examples), "num_examples": len(examples)}
+    meta = {"num_real_examples": len(examples), "num_examples": len(examples), "settings": settings}
     data_utils.atomic_write_json(meta_path, meta, indent=4)
     return record_path, meta
 

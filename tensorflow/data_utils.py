@@ -192,6 +192,43 @@ def atomic_write_json(path, obj, indent=None):
     atomic_write_text(path, json.dumps(obj, indent=indent))
 
 
+def tokenizer_settings(tokenizer):
+    """What of a tokenizer a cached tfrecord depends on: {"tokenizer", "tokenizer_type", "uncased"}."""
+    return {
+        "tokenizer": tokenizer.name,
+        "tokenizer_type": tokenizer.tokenizer_type,
+        "uncased": tokenizer.uncased,
+    }
+
+
+def read_cached_meta(meta_path, settings, data_paths):
+    """The meta dict of a complete cache made with `settings`, else None.
+
+    A cache is complete when its meta json (written last) and every file of `data_paths` exist. One
+    made with other settings, or before they were recorded in its meta json (`"settings"`), is stale:
+    the caller rebuilds it (logged here, with the settings that differ).
+    """
+    if not all(tf.io.gfile.exists(p) for p in (meta_path, *data_paths)):
+        return None
+    with tf.io.gfile.GFile(meta_path) as f:
+        try:
+            meta = json.load(f)
+        except json.JSONDecodeError:
+            return None
+    cached = meta.get("settings")
+    if cached != settings:
+        if cached is None:
+            why = "none recorded"
+        else:
+            changed = [
+                f"{k} {cached.get(k)!r} -> {v!r}" for k, v in settings.items() if cached.get(k) != v
+            ]
+            why = ", ".join(changed) or repr(cached)
+        logging.warning("%s was made with other settings (%s); rebuilding it.", data_paths[0], why)
+        return None
+    return meta
+
+
 def parsed_flag_values(caller, names):
     """The parsed absl flags `names`, for the seed's no-argument calls (`get_tokenizer()`, ...).
 

@@ -322,9 +322,9 @@ def create_tfrecord(
 ):
     """Converts a split to a cached tfrecord, or reuses the cached one.
 
-    The meta json ({"num_real_examples", "num_examples", "num_high_examples"}, and "shuffle_seed" for
-    training) is written after the tfrecord, so its presence marks a complete cache. Training examples are
-    shuffled with `seed` before writing; a training cache shuffled with another seed is rebuilt.
+    The meta json ({"num_real_examples", "num_examples", "num_high_examples", "settings"}) is written
+    after the tfrecord, so its presence marks a complete cache. Training examples are shuffled with `seed`
+    before writing. A cache made with other settings (data_dir, tokenizer, lengths, seed) is rebuilt.
 
     Args:
       split: "train", "dev" or "test".
@@ -340,16 +340,19 @@ def create_tfrecord(
     record_path, meta_path = tfrecord_paths(
         output_dir, tokenizer.name, max_seq_length, max_qa_length, split
     )
-    if not overwrite_data and tf.io.gfile.exists(meta_path) and tf.io.gfile.exists(record_path):
-        with tf.io.gfile.GFile(meta_path) as f:
-            meta = json.load(f)
-        # A cache from before the seed was recorded was shuffled with seed 0.
-        if split != "train" or meta.get("shuffle_seed", 0) == seed:
+    settings = {
+        "data_dir": data_dir,
+        "split": split,
+        **data_utils.tokenizer_settings(tokenizer),
+        "max_seq_length": max_seq_length,
+        "max_qa_length": max_qa_length,
+        "shuffle_seed": seed if split == "train" else None,
+    }
+    if not overwrite_data:
+        meta = data_utils.read_cached_meta(meta_path, settings, [record_path])
+        if meta is not None:
             logging.info("Use cached %s (%d questions).", record_path, meta["num_examples"])
             return record_path, meta
-        logging.info(
-            "%s was shuffled with seed %s: rebuilding it.", record_path, meta["shuffle_seed"]
-        )
 
     examples = read_examples(data_dir, split)
     if split == "train":
@@ -368,9 +371,8 @@ def create_tfrecord(
         "num_real_examples": len(examples),
         "num_examples": len(examples),
         "num_high_examples": sum(e.level == "high" for e in examples),
+        "settings": settings,
     }
-    if split == "train":
-        meta["shuffle_seed"] = seed
     data_utils.atomic_write_json(meta_path, meta, indent=4)
     return record_path, meta
 

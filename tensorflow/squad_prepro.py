@@ -943,26 +943,6 @@ def squad_file_paths(
     }
 
 
-def _read_cached_meta(paths, settings):
-    """The meta dict of a complete cache made with `settings`, else None."""
-    files = [p for p in paths.values() if p is not None]
-    if not all(tf.io.gfile.exists(p) for p in files):
-        return None
-    with tf.io.gfile.GFile(paths["meta"]) as f:
-        try:
-            meta = json.load(f)
-        except json.JSONDecodeError:
-            return None
-    if meta.get("settings") != settings:
-        logging.warning(
-            "%s was made with other settings (%s); rebuilding it.",
-            paths["record"],
-            meta.get("settings"),
-        )
-        return None
-    return meta
-
-
 def create_squad_tfrecord(
     path_json,
     is_training,
@@ -1013,9 +993,7 @@ def create_squad_tfrecord(
         "input": path_json,
         "version": version,
         "is_training": is_training,
-        "tokenizer": tokenizer.name,
-        "tokenizer_type": tokenizer.tokenizer_type,
-        "uncased": tokenizer.uncased,
+        **data_utils.tokenizer_settings(tokenizer),
         "max_seq_length": max_seq_length,
         "doc_stride": doc_stride,
         "max_query_length": max_query_length,
@@ -1024,7 +1002,8 @@ def create_squad_tfrecord(
         "shuffle_seed": seed if is_training else None,
     }
     if not overwrite:
-        meta = _read_cached_meta(paths, settings)
+        data_paths = [paths["record"]] + ([paths["features"]] if paths["features"] else [])
+        meta = data_utils.read_cached_meta(paths["meta"], settings, data_paths)
         if meta is not None:
             logging.info("Use cached %s (%d features).", paths["record"], meta["num_features"])
             return paths["record"], meta

@@ -1,6 +1,7 @@
 """Tests of the classification data side: processors, features, tfrecords, metrics, submission files."""
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -325,6 +326,8 @@ def test_convert_single_pads_and_regression():
 
 class FakeTokenizer:
     name = "vocab.txt"
+    tokenizer_type = "word_piece"
+    uncased = True
 
     def convert_text_to_ids(self, text):
         return fake_tokenize(text)
@@ -341,7 +344,8 @@ def test_tfrecord_cache_and_datasets(tmp_path):
         processor, "dev", str(data_dir), str(out_dir), FakeTokenizer(), SPECIAL, 8
     )
     assert os.path.basename(path) == "vocab.txt.len-8.dev.tfrecord"
-    assert meta == {"num_real_examples": 5, "num_examples": 5}
+    assert meta["num_real_examples"] == meta["num_examples"] == 5
+    assert meta["settings"]["task"] == "qnli" and meta["settings"]["data_dir"] == str(data_dir)
     assert os.path.exists(str(out_dir / "vocab.txt.len-8.dev.meta.json"))
 
     # Eval: file order, then fake examples up to a multiple of the batch size.
@@ -379,6 +383,78 @@ def test_tfrecord_cache_and_datasets(tmp_path):
     assert sorted(ids) == sorted([10, 11, 12, 13, 14] * 2)
     with pytest.raises(ValueError, match="not divisible by the 2 replicas"):
         cu.make_dataset(path, 8, False, 3, is_training=True, input_context=context)
+
+
+def test_cache_is_rebuilt_for_other_settings(tmp_path):
+    """MNLI's matched and mismatched dev sets share the cache name `vocab.txt.len-8.dev`; so do one
+    task's dev sets under two --data_dir. The cache made for one must not be read for the other."""
+    out_dir = str(tmp_path / "proc")
+    data_dirs = []
+    for k, name in enumerate(("glue", "glue_copy")):
+        data_dir = tmp_path / name
+        data_dir.mkdir()
+        for matched, dev in ((0, "dev_matched.tsv"), (1, "dev_mismatched.tsv")):
+            row = GLUE_FORMATS["mnli_matched"]["row"]
+            first = str(10 * k + 5 * matched)  # fake_tokenize: the first id is 10 + that number
+            write_tsv(data_dir / dev, MNLI_HEADER, [row(0, first, "1", "neutral")])
+        data_dirs.append(str(data_dir))
+
+    def dev_first_id(task, data_dir, **kwargs):
+        path, meta = cu.create_tfrecord(
+            cu.get_processor(task), "dev", data_dir, out_dir, FakeTokenizer(), SPECIAL, 8, **kwargs
+        )
+        assert os.path.basename(path) == "vocab.txt.len-8.dev.tfrecord"
+        batch = next(iter(cu.make_dataset(path, 8, False, 1, is_training=False, num_examples=1)))
+        return int(batch["input_ids"][0, 1])
+
+    assert dev_first_id("mnli_matched", data_dirs[0]) == 10
+    assert dev_first_id("mnli_mismatched", data_dirs[0]) == 15
+    assert dev_first_id("mnli_matched", data_dirs[1]) == 20
+    # The same settings again: the cache is read, even with the raw file gone.
+    os.remove(os.path.join(data_dirs[1], "dev_matched.tsv"))
+    assert dev_first_id("mnli_matched", data_dirs[1]) == 20
+    # A cache from before settings were recorded in its meta json is rebuilt.
+    meta_path = os.path.join(out_dir, "vocab.txt.len-8.dev.meta.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    del meta["settings"]
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(ValueError, match="dev_matched.tsv"):
+        dev_first_id("mnli_matched", data_dirs[1])
+
+
+def test_training_cache_follows_the_seed(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    rows = [[str(i), str(i), "1", "entailment"] for i in range(20)]
+    write_tsv(data_dir / "train.tsv", [*PAIR3, "label"], rows)
+    processor = cu.get_processor("qnli")
+
+    def train_order(**kwargs):
+        path, meta = cu.create_tfrecord(
+            processor,
+            "train",
+            str(data_dir),
+            str(tmp_path / "out"),
+            FakeTokenizer(),
+            SPECIAL,
+            8,
+            **kwargs,
+        )
+        records = 20 * kwargs.get("num_passes", 1)
+        batches = cu.make_dataset(path, 8, False, 1, is_training=False, num_examples=records)
+        return [int(b["input_ids"][0, 1]) - 10 for b in batches], meta
+
+    seed_0, meta_0 = train_order(seed=0)
+    seed_1, meta_1 = train_order(seed=1)
+    unshuffled, _ = train_order(seed=1, shuffle_examples=False)
+    assert unshuffled == list(range(20))
+    assert sorted(seed_0) == sorted(seed_1) == unshuffled and seed_0 != seed_1
+    assert (meta_0["settings"]["shuffle_seed"], meta_1["settings"]["shuffle_seed"]) == (0, 1)
+    assert train_order(seed=0)[0] == seed_0
+    twice, meta = train_order(seed=0, num_passes=2)
+    assert len(twice) == 40 and meta["settings"]["num_passes"] == 2
 
 
 # -------------------------------------------------------------------------------------------- metrics

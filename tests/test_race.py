@@ -381,7 +381,14 @@ def test_tfrecord_cache_and_index(tmp_path, tokenizer, special_ids):
         "dev", str(data_dir), str(out), tokenizer, special_ids, 32, 8
     )
     assert path == str(out / "vocab.uncased.txt.len-32.qa-8.dev.tfrecord")
-    assert meta == {"num_real_examples": 10, "num_examples": 10, "num_high_examples": 5}
+    assert (meta["num_real_examples"], meta["num_examples"], meta["num_high_examples"]) == (
+        10,
+        10,
+        5,
+    )
+    assert (
+        meta["settings"]["data_dir"] == str(data_dir) and meta["settings"]["shuffle_seed"] is None
+    )
     assert json.loads((out / "vocab.uncased.txt.len-32.qa-8.dev.meta.json").read_text()) == meta
 
     index = race_utils.read_record_index(path)
@@ -412,7 +419,10 @@ def test_tfrecord_cache_and_index(tmp_path, tokenizer, special_ids):
     # Another --seed rebuilds the training cache with its own shuffle.
     (_, seed_1_meta), seed_1_order = train_order(1)
     (train_path, train_meta), seed_0_order = train_order(0)
-    assert seed_1_meta["shuffle_seed"] == 1 and train_meta["shuffle_seed"] == 0
+    assert (seed_1_meta["settings"]["shuffle_seed"], train_meta["settings"]["shuffle_seed"]) == (
+        1,
+        0,
+    )
     assert seed_1_order != seed_0_order and sorted(seed_1_order) == sorted(seed_0_order)
     assert train_meta["num_examples"] == 10
     for level_dir in (data_dir / "train").iterdir():
