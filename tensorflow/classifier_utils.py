@@ -211,7 +211,8 @@ class GlueProcessor(DataProcessor):
     """A GLUE task stored as `{train,dev,test}.tsv` (columns given by the class attributes).
 
     `label_column` may be negative (counted from the end). Test files have no labels; their text columns
-    may differ (`test_text_a_column`, `test_text_b_column`).
+    may differ (`test_text_a_column`, `test_text_b_column`). Rows labelled `no_label` (a pair the
+    annotators did not agree on) are skipped, with a count in the log.
     """
 
     train_file = "train.tsv"
@@ -224,6 +225,7 @@ class GlueProcessor(DataProcessor):
     test_text_a_column = None
     test_text_b_column = None
     test_contains_header = True
+    no_label = None
 
     @property
     def is_pair(self):
@@ -256,10 +258,18 @@ class GlueProcessor(DataProcessor):
         needed = max(c + 1 if c >= 0 else -c for c in columns)
 
         examples = []
+        num_unlabelled = 0
         for line, row in read_rows(path):
             if line == 1 and header:
                 continue
             if self._row_too_short(path, line, row, needed):
+                continue
+            if (
+                not is_test
+                and self.no_label is not None
+                and row[self.label_column] == self.no_label
+            ):
+                num_unlabelled += 1
                 continue
             source = f"{path}:{line}"
             label = None if is_test else self._check_label(row[self.label_column], source)
@@ -272,6 +282,8 @@ class GlueProcessor(DataProcessor):
                     source=source,
                 )
             )
+        if num_unlabelled:
+            logging.info("%s: skipped %d rows labelled %r.", path, num_unlabelled, self.no_label)
         return examples
 
 
@@ -327,9 +339,19 @@ class MnliMismatchedProcessor(MnliMatchedProcessor):
     test_file = "test_mismatched.tsv"
 
 
-class SnliProcessor(MnliMatchedProcessor):
-    dev_file = "dev.tsv"
-    test_file = "test.tsv"
+class SnliProcessor(GlueProcessor):
+    """GLUE's SNLI: index, captionID, pairID, four parses, sentence1, sentence2, label1 (…label5), gold_label.
+
+    The original read it with the MNLI columns (8, 9), which in SNLI are sentence2 and the first
+    annotator's label: the label leaked into the input (SPEC §6.1; docs/deviations.md). SNLI marks pairs
+    without a gold label "-".
+    """
+
+    labels = MnliMatchedProcessor.labels
+    label_column = -1
+    text_a_column = 7
+    text_b_column = 8
+    no_label = "-"
 
 
 class QnliProcessor(GlueProcessor):

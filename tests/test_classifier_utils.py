@@ -42,6 +42,19 @@ STSB_HEADER = [
     "score",
 ]
 PAIR3 = ["index", "sentence1", "sentence2"]
+SNLI_HEADER = [
+    "index",
+    "captionID",
+    "pairID",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+    "sentence1",
+    "sentence2",
+    "label1",
+    "gold_label",
+]
 
 
 def _mnli_files(dev, test):
@@ -81,7 +94,26 @@ GLUE_FORMATS = {
     ),
     "mnli_matched": _mnli_files("dev_matched.tsv", "test_matched.tsv"),
     "mnli_mismatched": _mnli_files("dev_mismatched.tsv", "test_mismatched.tsv"),
-    "snli": _mnli_files("dev.tsv", "test.tsv"),
+    # GLUE's SNLI has no genre column: sentence1 and sentence2 are columns 7 and 8, then label1 (dev and
+    # test: label1..label5), gold_label. Its test file keeps the labels.
+    "snli": dict(
+        header=SNLI_HEADER,
+        row=lambda i, a, b, y: [str(i), "c", "p", "(", "(", "(", "(", a, b, "neutral", y],
+        test_header=SNLI_HEADER,
+        test_row=lambda i, a, b: [
+            str(i),
+            "c",
+            "p",
+            "(",
+            "(",
+            "(",
+            "(",
+            a,
+            b,
+            "neutral",
+            "entailment",
+        ],
+    ),
     "sts-b": dict(
         header=STSB_HEADER,
         row=lambda i, a, b, y: [str(i), "main", "f", "2012", "1", "none", "none", a, b, y],
@@ -149,6 +181,17 @@ def test_glue_processors_read_their_files(tmp_path, task):
         examples = processor.get_examples(str(tmp_path), split)
         assert [(e.text_a, e.text_b, e.label) for e in examples] == expected_examples(task, split)
         assert examples[0].source.endswith(":1" if task == "cola" and split != "test" else ":2")
+
+
+def test_snli_skips_pairs_without_gold_label(tmp_path):
+    row = GLUE_FORMATS["snli"]["row"]
+    rows = [row(0, "a", "b", "neutral"), row(1, "c", "d", "-"), row(2, "e", "f", "contradiction")]
+    write_tsv(tmp_path / "dev.tsv", SNLI_HEADER, rows)
+    examples = cu.get_processor("snli").get_examples(str(tmp_path), "dev")
+    assert [(e.text_a, e.text_b, e.label) for e in examples] == [
+        ("a", "b", "neutral"),
+        ("e", "f", "contradiction"),
+    ]
 
 
 def test_sst2_prefers_detok_files(tmp_path):

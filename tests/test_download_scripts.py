@@ -167,12 +167,14 @@ def tsv(*rows):
     return "".join("\t".join(str(c) for c in row) + "\n" for row in rows)
 
 
-def nli_rows(header, label):
-    """MNLI/SNLI rows: 8 parse columns, sentence1, sentence2, label1, gold_label."""
-    rows = [header] if header else []
+def nli_rows(label, genre=True):
+    """MNLI rows (index, promptID, pairID, genre, 4 parses, sentence1, sentence2, label1, gold_label);
+    SNLI's have no genre column."""
+    ids = ["genre"] if genre else []
+    rows = [["h"] * (11 + len(ids))]
     for i in range(3):
         rows.append(
-            [i, i, f"{i}e", "genre", "(a)", "(b)", "(a)", "(b)", f"a{i}", f"b{i}", label, label]
+            [i, i, f"{i}e", *ids, "(a)", "(b)", "(a)", "(b)", f"a{i}", f"b{i}", label, label]
         )
     return rows
 
@@ -213,16 +215,16 @@ GLUE_FILES = {
         ),
     },
     "MNLI": {
-        "train.tsv": tsv(*nli_rows(["h"] * 12, "neutral")),
-        "dev_matched.tsv": tsv(*nli_rows(["h"] * 12, "entailment")),
-        "dev_mismatched.tsv": tsv(*nli_rows(["h"] * 12, "contradiction")),
-        "test_matched.tsv": tsv(*nli_rows(["h"] * 12, "")),
-        "test_mismatched.tsv": tsv(*nli_rows(["h"] * 12, "")),
+        "train.tsv": tsv(*nli_rows("neutral")),
+        "dev_matched.tsv": tsv(*nli_rows("entailment")),
+        "dev_mismatched.tsv": tsv(*nli_rows("contradiction")),
+        "test_matched.tsv": tsv(*nli_rows("")),
+        "test_mismatched.tsv": tsv(*nli_rows("")),
     },
     "SNLI": {
-        "train.tsv": tsv(*nli_rows(["h"] * 12, "neutral")),
-        "dev.tsv": tsv(*nli_rows(["h"] * 12, "entailment")),
-        "test.tsv": tsv(*nli_rows(["h"] * 12, "contradiction")),
+        "train.tsv": tsv(*nli_rows("neutral", genre=False)),
+        "dev.tsv": tsv(*nli_rows("entailment", genre=False)),
+        "test.tsv": tsv(*nli_rows("contradiction", genre=False)),
     },
     "QNLI": {
         "train.tsv": tsv(
@@ -688,6 +690,9 @@ def test_download_glue_writes_every_task_as_classifier_reads_it(tmp_path, mirror
     for task, task_files in GLUE_FILES.items():
         for name, text in task_files.items():
             assert (data_dir / task / name).read_text() == text
+    for name, task in (("mnli_matched", "MNLI"), ("snli", "SNLI")):
+        dev = classifier_utils.get_processor(name).get_examples(str(data_dir / task), "dev")
+        assert [(e.text_a, e.text_b, e.label) for e in dev][0] == ("a0", "b0", "entailment"), name
 
     # MRPC: SentEval's train file split by GLUE's dev ids; the test file re-indexed.
     mrpc = classifier_utils.get_processor("MRPC")
