@@ -75,23 +75,43 @@ def latest_checkpoint(model_dir):
     return checkpoints[-1] if checkpoints else None
 
 
+def _newest_prefix(prefixes, where):
+    """The prefix of the highest step among `prefixes`, the only one, or None when there are none."""
+    stepped = [p for p in prefixes if checkpoint_step(p) is not None]
+    if stepped:
+        return max(stepped, key=checkpoint_step)
+    if len(prefixes) > 1:
+        names = ", ".join(sorted(os.path.basename(p) for p in prefixes))
+        raise ValueError(f"{where} holds several checkpoints ({names}): name one")
+    return prefixes[0] if prefixes else None
+
+
 def resolve_checkpoint(path):
-    """Accepts a checkpoint prefix, a directory, or `<dir>/latest` (the original's convention)."""
-    if path.endswith("latest"):
+    """A checkpoint prefix from a prefix, a directory, or `<dir>/latest` (the original's convention).
+
+    A directory gives the newest checkpoint its `checkpoint` state file lists, else (a released model's
+    directory has none) its checkpoint files: the highest step, or the only one. A prefix without its
+    step (`.../model.ckpt` for `model.ckpt-NNNN`) gives the highest step.
+    """
+    if os.path.basename(path) == "latest" and not tf.io.gfile.exists(path + ".index"):
         path = os.path.dirname(path)
     if tf.io.gfile.isdir(path):
         found = latest_checkpoint(path) or tf.train.latest_checkpoint(path)
+        if found is None:
+            prefixes = [
+                p[: -len(".index")] for p in tf.io.gfile.glob(os.path.join(path, "*.index"))
+            ]
+            found = _newest_prefix(prefixes, f"directory {path}")
         if found is None:
             raise ValueError(f"no checkpoint found in directory {path}")
         return found
     if tf.io.gfile.exists(path + ".index"):
         return path
-    # `.../model.ckpt` when the files are `model.ckpt-NNNN.*`: take the highest step.
     stepped = [p[: -len(".index")] for p in tf.io.gfile.glob(path + "-*.index")]
-    stepped = [p for p in stepped if checkpoint_step(p) is not None]
-    if stepped:
-        return max(stepped, key=checkpoint_step)
-    raise ValueError(f"checkpoint {path} does not exist (no {path}.index)")
+    found = _newest_prefix([p for p in stepped if checkpoint_step(p) is not None], path)
+    if found is None:
+        raise ValueError(f"checkpoint {path} does not exist (no {path}.index)")
+    return found
 
 
 def best_or_latest_checkpoint(model_dir):

@@ -140,6 +140,31 @@ def test_state_file_is_readable_by_tensorflow_and_prefix_without_step_resolves(t
         model_utils.resolve_checkpoint(str(tmp_path / "other.ckpt"))
 
 
+def test_directory_without_state_file_resolves_like_a_released_model(tmp_path):
+    """A released model's directory holds `model.ckpt.{index,data-*}` and no `checkpoint` state file."""
+    model = modeling.FunnelTFM(tiny_config())
+    build(model)
+    released = tmp_path / "B4-4-4H768-ELEC-TF"
+    path = model_utils.save_checkpoint(model, str(released / "model.ckpt"))
+    (released / "checkpoint").unlink()
+    assert model_utils.resolve_checkpoint(str(released)) == path
+    assert model_utils.resolve_checkpoint(str(released / "latest")) == path
+    for step in (20, 100):
+        model_utils.save_checkpoint(model, str(tmp_path / "run" / f"model.ckpt-{step}"))
+    (tmp_path / "run" / "checkpoint").unlink()
+    assert model_utils.resolve_checkpoint(str(tmp_path / "run")).endswith("model.ckpt-100")
+    model_utils.save_checkpoint(model, str(released / "other.ckpt"))
+    (released / "checkpoint").unlink()
+    with pytest.raises(
+        ValueError, match="several checkpoints .*model.ckpt, other.ckpt.*: name one"
+    ):
+        model_utils.resolve_checkpoint(str(released))
+    # Only the name `latest` stands for its directory; `model_latest` is a checkpoint of its own.
+    own = model_utils.save_checkpoint(model, str(tmp_path / "best" / "model_latest"))
+    model_utils.save_checkpoint(model, str(tmp_path / "best" / "model.ckpt-5"))
+    assert model_utils.resolve_checkpoint(own) == own
+
+
 def test_shape_mismatch_is_refused_with_names_and_shapes(tmp_path):
     small = modeling.FunnelTFM(tiny_config())
     build(small)
