@@ -22,7 +22,7 @@ What `train` does:
   - resumes from the latest checkpoint in `model_dir` (variables, slots and global_step; the input goes on
     where that run was in it); without one, warm starts from `init_checkpoint` by variable name (all
     variables with `init_global_vars`, the step count too, else the trainable ones only; SPEC §4.4), and
-    reads the input from its start;
+    reads the input from its start (the step it started at goes to `model_dir/input_start.json`);
   - runs a `tf.function` that performs up to `iterations` steps per call. Each step computes per-replica
     gradients, averages them across replicas (all-reduce MEAN), clips the average once by its global norm
     (`OptimizerConfig.gradient_scales`) and applies AdamW, so N replicas give the same weights as one
@@ -67,6 +67,9 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 # Name of the directory a finished training run creates in model_dir (the original's marker); evaluation
 # stops polling for new checkpoints once it exists.
 DONE_MARKER = "done"
+# The global step at which a warm start (init_global_vars) began reading the input from its start: a
+# resume in the same model_dir skips only the batches trained on since (json {"global_step": N}).
+INPUT_START_FILE = "input_start.json"
 
 
 # ------------------------------------------------------------------------------------------------- flags
@@ -896,9 +899,19 @@ def train(strategy, loss_fn, dataset_fn, modules, opt_config, run_config):
         tf.io.gfile.rmtree(done_marker)  # training goes on: more checkpoints will come
     writer = tf.summary.create_file_writer(rc.model_dir) if is_chief else None
     # A warm start (init_checkpoint with init_global_vars) keeps the step count but has trained on none
-    # of this input; only a resume in model_dir skips what it consumed.
-    resumed_at = step if latest else 0
-    iterator = iter(strategy.distribute_datasets_from_function(_resumed(dataset_fn, resumed_at)))
+    # of this input; only a resume in model_dir skips what it consumed since the run began.
+    input_start_path = os.path.join(rc.model_dir, INPUT_START_FILE)
+    if latest:
+        input_start = 0
+        if tf.io.gfile.exists(input_start_path):
+            with tf.io.gfile.GFile(input_start_path) as f:
+                input_start = json.load(f)["global_step"]
+        consumed = step - input_start
+    else:
+        consumed = 0
+        if is_chief:
+            data_utils.atomic_write_json(input_start_path, {"global_step": step})
+    iterator = iter(strategy.distribute_datasets_from_function(_resumed(dataset_fn, consumed)))
     logging.info("Training from step %d to %d.", step, rc.train_steps)
 
     logged = {}

@@ -536,6 +536,26 @@ def test_warm_start_trainable_only_or_all(tmp_path):
     assert result["loss"] == pytest.approx(loss_of_first_batch, abs=1e-5)
 
 
+def test_resume_after_a_warm_start_that_kept_the_step_reads_on_where_it_was(tmp_path):
+    init = make_init_checkpoint(tmp_path / "init" / "model.ckpt")
+    strategy = training.get_strategy(flag_values())
+    run_training(strategy, tmp_path / "first", init, train_steps=3)
+    trained = str(tmp_path / "first" / "model.ckpt-3")
+    warm = dict(init_global_vars=True, train_steps=7, save_steps=2)
+    reference, _ = run_training(strategy, tmp_path / "full", trained, **warm)
+
+    # Step 4 (saved) reads the input's first batch; the crash comes at its third, in steps 5-6.
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        run_training(strategy, tmp_path / "crash", trained, fail_after_batches=2, **warm)
+    assert model_utils.latest_checkpoint(str(tmp_path / "crash")).endswith("model.ckpt-4")
+    assert json.loads((tmp_path / "crash" / "input_start.json").read_text()) == {"global_step": 3}
+    # The resume skips that one batch, not four: the data's period being two batches, skipping four
+    # would train steps 5 to 7 on the batches in the other order.
+    resumed, result = run_training(strategy, tmp_path / "crash", trained, **warm)
+    assert result["global_step"] == 7
+    assert_same_weights(weights(resumed), weights(reference), atol=1e-6)
+
+
 def test_float16_loss_scale_skips_non_finite_steps(tmp_path):
     """A step whose gradient overflows leaves weights and slots alone and halves the loss scale."""
 
