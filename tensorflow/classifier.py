@@ -297,8 +297,8 @@ def submit(strategy, task, processor, tokenizer, special_ids, best):
         data_dir, output_dir = FLAGS.data_dir, FLAGS.output_dir
         if name == "diagnostic":
             # GLUE keeps the diagnostic set beside the task directories.
-            data_dir = os.path.join(os.path.dirname(os.path.normpath(FLAGS.data_dir)), name)
-            output_dir = os.path.join(os.path.dirname(os.path.normpath(FLAGS.output_dir)), name)
+            data_dir = classifier_utils.sibling_dir(FLAGS.data_dir, name)
+            output_dir = classifier_utils.sibling_dir(FLAGS.output_dir, name)
         test_file, meta = _create_tfrecord(
             cur, "test", tokenizer, special_ids, data_dir, output_dir
         )

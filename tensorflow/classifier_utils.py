@@ -127,6 +127,8 @@ def _decoded_lines(f, path):
 def read_rows(path, delimiter="\t", quotechar=None):
     """Yields (line_number, row) of a delimited text file; line numbers are 1-based.
 
+    Raises ValueError naming the file and line for a row the csv module cannot read.
+
     Args:
       path: local or gs:// file.
       delimiter: "\\t" for GLUE, "," for the csv tasks.
@@ -138,7 +140,13 @@ def read_rows(path, delimiter="\t", quotechar=None):
             _decoded_lines(f, path), delimiter=delimiter, quotechar=quotechar, quoting=quoting
         )
         start = 1
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:  # e.g. an unclosed quote: the rest of the file became one field
+                raise ValueError(f"{path}:{start}: {e}") from None
             # reader.line_num is the last physical line of the row; a quoted field may span lines.
             yield start, row
             start = reader.line_num + 1
@@ -889,6 +897,15 @@ def write_submission(submit_dir, task_name, predictions, outputs):
     logits = np.asarray(outputs, np.float64).reshape(len(predictions), -1).tolist()
     data_utils.atomic_write_json(os.path.join(submit_dir, f"{name}.logits.json"), logits, indent=4)
     return tsv_path
+
+
+def sibling_dir(path, name):
+    """The directory `name` beside directory `path`, local or gs://: `glue/MNLI/` -> `glue/diagnostic`.
+
+    GLUE keeps the diagnostic set (AX, predicted with the MNLI model) beside the task directories.
+    """
+    # Not os.path.normpath, which turns gs://bucket into gs:/bucket.
+    return os.path.join(os.path.dirname(path.rstrip("/")), name)
 
 
 def write_wnli_submission(submit_dir):

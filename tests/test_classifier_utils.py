@@ -194,6 +194,23 @@ def test_snli_skips_pairs_without_gold_label(tmp_path):
     ]
 
 
+def test_diagnostic_directory_beside_the_task_directory():
+    assert cu.sibling_dir("gs://bucket/glue/MNLI/", "diagnostic") == "gs://bucket/glue/diagnostic"
+    assert cu.sibling_dir("glue/MNLI", "diagnostic") == "glue/diagnostic"
+    assert cu.sibling_dir("/data/glue/MNLI//", "diagnostic") == "/data/glue/diagnostic"
+
+
+def test_an_unreadable_csv_row_is_an_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('"1","fine"\n"2","an unclosed quote\nmakes the rest of the file one field\n')
+    limit = csv.field_size_limit(20)
+    try:
+        with pytest.raises(ValueError, match=r"train.csv:2: field larger than field limit \(20\)"):
+            list(cu.read_rows(str(path), delimiter=",", quotechar='"'))
+    finally:
+        csv.field_size_limit(limit)
+
+
 def test_sst2_prefers_detok_files(tmp_path):
     write_tsv(tmp_path / "dev.tsv", ["sentence", "label"], [["plain", "1"]])
     processor = cu.get_processor("sst-2")
