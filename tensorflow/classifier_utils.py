@@ -191,11 +191,14 @@ class DataProcessor:
     def _read_split(self, data_dir, split):
         raise NotImplementedError
 
-    def _row_too_short(self, path, line, row, needed):
-        """Raises (or, with skip_incomplete_rows, logs and returns True) for a row of < `needed` columns."""
+    def _row_too_short(self, path, line, row, needed, skippable=True):
+        """Raises (or, with skip_incomplete_rows and `skippable`, logs and returns True) for a row of
+        < `needed` columns."""
         if len(row) >= needed:
             return False
         message = f"{path}:{line}: expected at least {needed} columns, got {len(row)}"
+        if not skippable:
+            raise ValueError(f"{message} (a submission needs a prediction for every test row)")
         if self.skip_incomplete_rows:
             logging.warning("%s; row skipped", message)
             return True
@@ -270,7 +273,7 @@ class GlueProcessor(DataProcessor):
         for line, row in read_rows(path):
             if line == 1 and header:
                 continue
-            if self._row_too_short(path, line, row, needed):
+            if self._row_too_short(path, line, row, needed, skippable=not is_test):
                 continue
             if (
                 not is_test

@@ -45,6 +45,7 @@ import dataclasses
 import datetime
 import functools
 import json
+import math
 import os
 import re
 import socket
@@ -1252,13 +1253,19 @@ def write_best_result(results, score_fn, record_fn, model_dir):
 
     Args:
       results: [(step, checkpoint path, metrics)], from `evaluate_checkpoints`.
-      score_fn: callable(metrics) -> float, higher is better; of equal scores the earliest step wins.
+      score_fn: callable(metrics) -> float, higher is better; of equal scores the earliest step wins; NaN
+        (e.g. a Pearson correlation of constant predictions) ranks below every number.
       record_fn: callable(metrics, step, path) -> the JSON record, with "step" and "path".
       model_dir: where best_result.json goes.
     Returns:
       The record.
     """
-    step, path, metrics = max(results, key=lambda r: score_fn(r[2]))
+
+    def rank(result):
+        score = score_fn(result[2])
+        return -math.inf if math.isnan(score) else score
+
+    step, path, metrics = max(results, key=rank)
     best = record_fn(metrics, step, path)
     data_utils.atomic_write_json(os.path.join(model_dir, "best_result.json"), best, indent=4)
     logging.info("Best result: %s", best)

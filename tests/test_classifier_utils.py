@@ -319,6 +319,11 @@ def test_bad_rows_name_file_and_line(tmp_path):
         processor.get_examples(str(tmp_path), "train")
     skipping = cu.get_processor("mrpc", skip_incomplete_rows=True)
     assert len(skipping.get_examples(str(tmp_path), "train")) == 1
+    # Not in a test file: the submission would be one row short, its indices shifted.
+    test_header = GLUE_FORMATS["mrpc"]["test_header"]
+    write_tsv(tmp_path / "test.tsv", test_header, [["0", "1", "2", "a", "b"], ["1", "1"]])
+    with pytest.raises(ValueError, match="test.tsv:3: .*a submission needs a prediction for every"):
+        skipping.get_examples(str(tmp_path), "test")
 
     write_tsv(path, header, [["1", "1", "2", "a", "b"], ["maybe", "1", "2", "a", "b"]])
     with pytest.raises(ValueError, match=f"^{path}:3: unknown label 'maybe' for task mrpc"):

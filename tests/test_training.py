@@ -654,6 +654,12 @@ def test_evaluate_checkpoints_then_write_best_result(tmp_path):
     expected = {"step": 10, "path": str(model_dir / "model.ckpt-10"), "accu": 0.75}
     assert best == expected
     assert json.loads((model_dir / "best_result.json").read_text()) == expected
+    # A NaN score (a correlation of constant predictions, say) ranks below every number, also first.
+    scores = [(5, "a", {"r": float("nan")}), (10, "b", {"r": -0.5}), (15, "c", {"r": float("nan")})]
+    record = training.write_best_result(
+        scores, lambda m: m["r"], lambda m, step, path: {"step": step}, str(tmp_path)
+    )
+    assert record == {"step": 10}
 
     # A rerun reads the metrics files instead of evaluating again.
     assert evaluate() == results and len(evaluated) == 3
