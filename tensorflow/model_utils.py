@@ -241,6 +241,22 @@ class InitReport:
     deferred: list
 
 
+def pretrained_part(name):
+    """`{scope}/{part}` of a variable name whose part is one a pretrained checkpoint provides (`input`,
+    `encoder`, `decoder`), else None (a task head, the optimizer's state)."""
+    parts = name.split("/")
+    if len(parts) > 2 and parts[1] in ("input", "encoder", "decoder"):
+        return "/".join(parts[:2])
+    return None
+
+
+def warn_randomly_initialised(names, path):
+    """Warns once per pretrained part (`pretrained_part`) of `names`, variables not in checkpoint `path`:
+    they train from scratch (a decoder, say, after loading a core-only or finetuned checkpoint)."""
+    for part in sorted({pretrained_part(n) for n in names} - {None}):
+        logging.warning("%s is not in %s: its variables are initialised randomly", part, path)
+
+
 def init_from_checkpoint(objects, init_checkpoint, trainable_only=False):
     """Loads a name-based checkpoint into `objects` by variable name (the original warm start).
 
@@ -281,6 +297,7 @@ def init_from_checkpoint(objects, init_checkpoint, trainable_only=False):
     logging.info("Loaded %d variables from %s", len(loaded), path)
     for name in missing:
         logging.info("Not in checkpoint, kept initial value: %s", name)
+    warn_randomly_initialised(missing, path)
     reported = [n for n in unused if not TRAINING_STATE_RE.search(n)]
     if reported:
         groups = sorted({"/".join(n.split("/")[:3]) for n in reported})

@@ -367,6 +367,7 @@ class FunnelTFM(tf.Module):
         self.recompute = recompute
         self._vars = {}
         self._restore_from = None
+        self._initialised_after_load = set()
 
     @classmethod
     def from_pretrained(
@@ -444,6 +445,20 @@ class FunnelTFM(tf.Module):
         """
         self._restore_from = checkpoint_values
 
+    def _log_initialised_after_load(self, full_name):
+        """Says once per part (`model/decoder`, a head) that a variable created after a load was not in
+        the checkpoint; a warning for the pretrained parts (`model_utils.pretrained_part`)."""
+        part = model_utils.pretrained_part(full_name) or "/".join(full_name.split("/")[:2])
+        if part in self._initialised_after_load:
+            return
+        self._initialised_after_load.add(part)
+        if model_utils.pretrained_part(full_name):
+            model_utils.warn_randomly_initialised([full_name], self._restore_from.path)
+        else:
+            logging.info(
+                "New head %s (not in %s): initialised randomly", part, self._restore_from.path
+            )
+
     def _initial_value(self, name, shape):
         """The config's random initialisation of `name`, a function of (`seed`, `name`) only.
 
@@ -469,6 +484,8 @@ class FunnelTFM(tf.Module):
                 None if self._restore_from is None else self._restore_from.get(full_name, shape)
             )
             with tf.init_scope(), tf.compat.v1.name_scope(None):
+                if restored is None and self._restore_from is not None:
+                    self._log_initialised_after_load(full_name)
                 if restored is not None:
                     value = restored
                     logging.info(

@@ -1,6 +1,7 @@
 """The model against the original: golden outputs, checkpoint names, pooling lengths, precision, heads."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -226,6 +227,38 @@ def test_finetuned_head_called_first_after_the_load_has_the_finetuned_values(tmp
     np.testing.assert_array_equal(outputs, expected)
     np.testing.assert_array_equal(loss, expected_loss)
     assert sorted(fresh.named_variables()) == sorted(finetuned.named_variables())
+
+
+def test_a_pretrained_part_missing_from_the_checkpoint_is_a_warning(tmp_path, caplog):
+    """A finetuned classifier's checkpoint has no decoder: a SQuAD model (or a notebook asking for the
+    decoder's states) loaded from it trains its decoder from scratch, and says so; a new head is normal."""
+    ids, seg, mask = random_batch(16)
+    finetuned = modeling.FunnelTFM(tiny_config())
+    finetuned.get_classification_loss(tf.constant([0, 1]), ids, 3, False, "mnli", seg, mask)
+    path = model_utils.save_checkpoint(finetuned, str(tmp_path / "model.ckpt-30"))
+
+    def records(level):
+        return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+    caplog.set_level(logging.INFO, logger="absl")
+    fresh = modeling.FunnelTFM(tiny_config())
+    model_utils.init_from_checkpoint(fresh, path)
+    fresh.extract_hiddens(ids, False, seg, mask, use_decoder=True)
+    fresh.get_race_loss(tf.zeros([1], tf.int32), tf.reshape(ids, [1, 32]), False)
+    assert records(logging.WARNING) == [
+        f"model/decoder is not in {path}: its variables are initialised randomly"
+    ]
+    assert f"New head model/race (not in {path}): initialised randomly" in records(logging.INFO)
+
+    # The same when the decoder exists before the load (the training engine builds the model first).
+    caplog.clear()
+    built = modeling.FunnelTFM(tiny_config())
+    build(built)
+    report = model_utils.init_from_checkpoint(built, path)
+    assert report.missing and all("/decoder/" in n for n in report.missing)
+    assert records(logging.WARNING) == [
+        f"model/decoder is not in {path}: its variables are initialised randomly"
+    ]
 
 
 def _write_vocab(path, size):
