@@ -84,10 +84,6 @@ def _validate_flags():
             raise ValueError(f"--{flag} is required")
     if not (FLAGS.model_dir or FLAGS.init_checkpoint):
         raise ValueError("give --model_dir (a training run) or --init_checkpoint")
-    if not (FLAGS.model_dir or FLAGS.model_config):
-        raise ValueError(
-            "--init_checkpoint needs --model_config (or --model_dir with net_config.json)"
-        )
     for flag in ("max_seq_length", "max_qa_length", "start_n_top", "end_n_top"):
         value = getattr(FLAGS, flag)
         if value is not None and value <= 0:
@@ -101,8 +97,17 @@ def _validate_flags():
     return None
 
 
-def _model_config(vocab_size):
-    config_path = FLAGS.model_config or os.path.join(FLAGS.model_dir, "net_config.json")
+def _model_config(vocab_size, checkpoint):
+    """--model_config, else the net_config.json of --model_dir, else the one beside `checkpoint` (an
+    evaluation job's --model_dir holds best_result.json, its training run's directory the config)."""
+    candidates = [
+        os.path.join(d, "net_config.json")
+        for d in (FLAGS.model_dir, os.path.dirname(checkpoint))
+        if d
+    ]
+    config_path = FLAGS.model_config or next(
+        (p for p in candidates if tf.io.gfile.exists(p)), candidates[0]
+    )
     if not tf.io.gfile.exists(config_path):
         raise ValueError(f"{config_path} does not exist: pass --model_config")
     return training.model_config_from_flags(FLAGS, vocab_size, config_path)
@@ -151,8 +156,8 @@ def run():
         FLAGS.tokenizer_type, FLAGS.tokenizer_path, FLAGS.uncased
     )
     special_ids = data_utils.setup_special_ids(tokenizer)
-    net_config = _model_config(special_ids.vocab_size)
     checkpoint = _checkpoint()
+    net_config = _model_config(special_ids.vocab_size, checkpoint)
     # SQuAD's predictions always truncate (squad.py passes no --truncate_seq).
     truncate_seq = True if FLAGS.task == "squad" else FLAGS.truncate_seq
     modeling.check_seq_len(net_config, max_seq_length, truncate_seq, FLAGS.task == "squad")

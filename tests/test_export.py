@@ -361,7 +361,12 @@ def test_exported_model_reproduces_the_model_in_a_fresh_process(
 ):
     model = tiny_model(word_piece.get_vocab_size())
     model_dir = tmp_path / "exp"
-    write_run(model, model_dir)
+    checkpoint = write_run(model, model_dir)
+    # A separate evaluation job's directory: best_result.json names the training run's checkpoint, whose
+    # directory holds net_config.json.
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    (eval_dir / "best_result.json").write_text(json.dumps({"step": 3, "path": checkpoint}))
     # The vocabulary the export reads is gone when the SavedModel is loaded: it is an asset.
     vocab = shutil.copy(word_piece.path, tmp_path / "vocab.uncased.txt")
     jobs, expected = {}, {}
@@ -372,7 +377,7 @@ def test_exported_model_reproduces_the_model_in_a_fresh_process(
                 str(REPO / "tensorflow" / "export.py"),
                 "--task=classification",
                 f"--task_name={task}",
-                f"--model_dir={model_dir}",
+                f"--model_dir={model_dir if task == 'mrpc' else eval_dir}",
                 f"--tokenizer_path={vocab}",
                 f"--max_seq_length={MAX_SEQ_LENGTH}",
                 f"--export_dir={export_dir}",
