@@ -42,19 +42,7 @@ STSB_HEADER = [
     "score",
 ]
 PAIR3 = ["index", "sentence1", "sentence2"]
-SNLI_HEADER = [
-    "index",
-    "captionID",
-    "pairID",
-    "sentence1_binary_parse",
-    "sentence2_binary_parse",
-    "sentence1_parse",
-    "sentence2_parse",
-    "sentence1",
-    "sentence2",
-    "label1",
-    "gold_label",
-]
+SNLI_HEADER = ["index", "captionID", "pairID", *MNLI_HEADER[4:]]  # MNLI's without the genre
 
 
 def _mnli_files(dev, test):
