@@ -107,11 +107,12 @@ def resolve_checkpoint(path):
         return found
     if tf.io.gfile.exists(path + ".index"):
         return path
+    # `.../model.ckpt` when the files are `model.ckpt-NNNN.*`: take the highest step.
     stepped = [p[: -len(".index")] for p in tf.io.gfile.glob(path + "-*.index")]
-    found = _newest_prefix([p for p in stepped if checkpoint_step(p) is not None], path)
-    if found is None:
-        raise ValueError(f"checkpoint {path} does not exist (no {path}.index)")
-    return found
+    stepped = [p for p in stepped if checkpoint_step(p) is not None]
+    if stepped:
+        return max(stepped, key=checkpoint_step)
+    raise ValueError(f"checkpoint {path} does not exist (no {path}.index)")
 
 
 def best_or_latest_checkpoint(model_dir):

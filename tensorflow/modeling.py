@@ -448,11 +448,12 @@ class FunnelTFM(tf.Module):
     def _log_initialised_after_load(self, full_name):
         """Says once per part (`model/decoder`, a head) that a variable created after a load was not in
         the checkpoint; a warning for the pretrained parts (`model_utils.pretrained_part`)."""
-        part = model_utils.pretrained_part(full_name) or "/".join(full_name.split("/")[:2])
+        pretrained = model_utils.pretrained_part(full_name)
+        part = pretrained or "/".join(full_name.split("/")[:2])
         if part in self._initialised_after_load:
             return
         self._initialised_after_load.add(part)
-        if model_utils.pretrained_part(full_name):
+        if pretrained:
             model_utils.warn_randomly_initialised([full_name], self._restore_from.path)
         else:
             logging.info(
