@@ -140,16 +140,13 @@ def read_rows(path, delimiter="\t", quotechar=None):
             _decoded_lines(f, path), delimiter=delimiter, quotechar=quotechar, quoting=quoting
         )
         start = 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as e:  # e.g. an unclosed quote: the rest of the file became one field
-                raise ValueError(f"{path}:{start}: {e}") from None
-            # reader.line_num is the last physical line of the row; a quoted field may span lines.
-            yield start, row
-            start = reader.line_num + 1
+        try:
+            for row in reader:
+                # reader.line_num is the last physical line of the row; a quoted field may span lines.
+                yield start, row
+                start = reader.line_num + 1
+        except csv.Error as e:  # e.g. an unclosed quote: the rest of the file became one field
+            raise ValueError(f"{path}:{start}: {e}") from None
 
 
 class DataProcessor:
